@@ -1,0 +1,1 @@
+"""The shared forward pass, reference algorithms and hand-set weight constructions."""

@@ -1,0 +1,25 @@
+"""Every construction, by name. An explicit table: adding one is one module and one line here."""
+
+from __future__ import annotations
+
+from constructions import gd, gd_plus_plus, newton, preconditioned_gd, ridge_newton
+from constructions.base import Construction
+
+CONSTRUCTIONS: dict[str, Construction] = {
+    c.name: c
+    for c in (
+        gd.CONSTRUCTION,
+        gd_plus_plus.CONSTRUCTION,
+        preconditioned_gd.CONSTRUCTION,
+        newton.CONSTRUCTION,
+        ridge_newton.CONSTRUCTION,
+    )
+}
+
+
+def get(name: str) -> Construction:
+    """The construction called ``name``; a KeyError lists the known names."""
+    try:
+        return CONSTRUCTIONS[name]
+    except KeyError:
+        raise KeyError(f"no construction named {name!r}; known: {', '.join(CONSTRUCTIONS)}") from None

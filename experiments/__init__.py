@@ -1,0 +1,1 @@
+"""Training, measurement, storage, plots and the `ttb` command line."""

@@ -1,0 +1,1 @@
+"""Symbolic (sympy) lemmas: each construction equals its algorithm, in small sizes."""

@@ -1,0 +1,1 @@
+"""In-context data: seeded, batched task generators (no model code)."""

@@ -1,0 +1,79 @@
+"""`ttb check` and `ttb bench algorithms`: the public contract (names, --json keys, exit status)."""
+
+import dataclasses
+import json
+
+import pytest
+
+from constructions import registry
+from constructions.base import mutate
+from experiments.cli import main
+
+
+def _json(capsys, argv):
+    status = main(argv)
+    return status, json.loads(capsys.readouterr().out)
+
+
+def test_check_json_lists_every_construction_with_the_contract_keys(capsys):
+    status, rows = _json(capsys, ["check", "--json", "--cases", "3"])
+    assert status == 0
+    assert [r["name"] for r in rows] == list(registry.CONSTRUCTIONS)
+    for r in rows:
+        assert {"name", "exactness", "error", "bound", "passed"} <= set(r)
+        assert r["passed"] is True and r["error"] <= r["bound"]
+        assert len(r["per_layer"]) >= 2
+
+
+def test_check_mutate_reports_every_perturbation_caught(capsys):
+    status, rows = _json(capsys, ["check", "--json", "--mutate", "--cases", "3", "gd", "newton"])
+    assert status == 0
+    assert [r["caught"] for r in rows] == [True, True]
+    assert all(r["mutated_error"] > r["bound"] for r in rows)
+
+
+def test_check_exits_nonzero_when_a_construction_is_wrong(capsys, monkeypatch):
+    """A construction whose build() hands out perturbed weights must fail the check, and with
+    --mutate its (already wrong) weights are still caught: the exit status says it failed."""
+    good = registry.CONSTRUCTIONS["gd"]
+
+    def broken_build(case):
+        import torch
+
+        return mutate(good.build(case), torch.Generator().manual_seed(0))[0]
+
+    bad = dataclasses.replace(good, name="gd_broken", build=broken_build)
+    monkeypatch.setitem(registry.CONSTRUCTIONS, "gd_broken", bad)
+    status, rows = _json(capsys, ["check", "--json", "--cases", "2", "gd_broken"])
+    assert status == 1 and rows[0]["passed"] is False
+
+
+def test_check_table_names_the_columns_and_summarises(capsys):
+    assert main(["check", "gd", "--cases", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "name" in out and "exactness" in out and "1 of 1 ok" in out
+
+
+def test_check_unknown_name_is_an_error_naming_the_known_ones(capsys):
+    assert main(["check", "nope"]) == 2
+    assert "known: gd" in capsys.readouterr().err
+
+
+def test_bench_algorithms_json_reports_a_ratio_and_agreement(capsys):
+    status, rows = _json(capsys, ["bench", "algorithms", "--prompts", "8", "--n", "6", "--d", "3", "--json"])
+    assert status == 0
+    assert {r["algorithm"] for r in rows} == {"least_squares", "ridge", "gd", "newton"}
+    for r in rows:
+        assert r["ratio"] > 0 and r["max_abs_diff"] < 1e-6
+
+
+def test_bench_algorithms_rejects_unknown_algorithm(capsys):
+    assert main(["bench", "algorithms", "--algorithms", "svm", "--prompts", "2"]) == 2
+    assert "unknown 'svm'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["check", "--help"]])
+def test_help_exits_cleanly(argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
