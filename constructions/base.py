@@ -23,24 +23,61 @@ EXACTNESS_CLASSES = ("exact", "hardmax-limit", "rate")
 
 @dataclass
 class Case:
-    """One instance of a construction's domain: hyperparameters and inputs (float64 by default)."""
+    """One instance of a construction's domain: hyperparameters and inputs (float64 by default).
+
+    In-context regression constructions fill x, y, x_query; others (sequences, graphs) put their
+    inputs in ``data``.
+    """
 
     params: dict  # the arguments of the module's build(), e.g. {"d": 3, "n_steps": 2, "eta": 0.1}
-    x: Tensor  # (B, N, d) context inputs
-    y: Tensor  # (B, N) context targets
-    x_query: Tensor  # (B, d)
+    x: Tensor | None = None  # (B, N, d) context inputs
+    y: Tensor | None = None  # (B, N) context targets
+    x_query: Tensor | None = None  # (B, d)
+    data: dict = field(default_factory=dict)
 
 
 @dataclass
 class Built:
-    """Hand-set weights (K = 1) and the config they run under."""
+    """Hand-set weights (K = 1) and the config they run under. ``weights`` is a model.Weights, or
+    a flat dict of tensors for forward passes other than model.py's (e.g. the MPNN)."""
 
-    cfg: M.ModelConfig
-    weights: M.Weights
+    cfg: object
+    weights: M.Weights | dict
 
     @property
     def layout(self) -> M.Layout:
         return self.cfg.layout
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """How an approximate construction's error must fall as one build parameter varies.
+
+    For each case the check builds at every value of ``parameter``, takes the error (max over
+    labels), and fits the slope of log(error) against log(value) (``axis="log"``: a power law,
+    error ~ value^slope) or against the value itself (``axis="linear"``: error ~ exp(slope * value)).
+    The fitted slope must be within ``tolerance`` of ``slope``.
+    """
+
+    parameter: str
+    values: tuple[float, ...]
+    slope: float
+    tolerance: float
+    axis: str = "log"
+
+    def __post_init__(self):
+        if self.axis not in ("log", "linear"):
+            raise ValueError(f"Sweep.axis must be 'log' or 'linear', got {self.axis!r}")
+        if len(self.values) < 2:
+            raise ValueError("Sweep.values needs at least two values to fit a slope")
+
+    def fit(self, errors: list[float]) -> float:
+        """Least-squares slope of log(errors) against log(values) or values."""
+        xs = torch.tensor(self.values, dtype=torch.float64)
+        xs = xs.log() if self.axis == "log" else xs
+        ys = torch.tensor(errors, dtype=torch.float64).clamp(min=1e-300).log()
+        xc = xs - xs.mean()
+        return float((xc * (ys - ys.mean())).sum() / (xc * xc).sum())
 
 
 @dataclass(frozen=True)
@@ -52,12 +89,18 @@ class Construction:
     sample: Callable[..., Case]  # (gen, *, d=None, n=None, depth=None) -> Case
     build: Callable[[Case], Built]
     errors: Callable[[Built, Case], dict[str, float]]  # label (e.g. "layer 2") -> error
-    bound: float
+    bound: float | Callable[[Case], float]  # a number, or the theorem's bound for this case
     bound_note: str = ""  # where the bound comes from
+    sweep: Sweep | None = None  # rate / hardmax-limit classes: the parameter whose rate is checked
 
     def __post_init__(self):
         if self.exactness not in EXACTNESS_CLASSES:
             raise ValueError(f"Construction {self.name}: exactness must be one of {EXACTNESS_CLASSES}")
+        if self.exactness == "rate" and self.sweep is None:
+            raise ValueError(f"Construction {self.name}: the rate class needs a sweep to fit a slope")
+
+    def bound_for(self, case: Case) -> float:
+        return float(self.bound(case)) if callable(self.bound) else float(self.bound)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,50 +194,87 @@ class CheckResult:
     per_layer: dict[str, float] = field(default_factory=dict)
     cases: int = 0
     seconds: float = 0.0
+    error_is: str = "max error"  # what `error` measures (see run_check)
+    slopes: list[float] | None = None  # sweeps: the fitted slope of every case
     caught: bool | None = None  # set by --mutate: did the check fail on perturbed weights?
     mutated: str | None = None  # which weight was perturbed
 
     def to_json(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if not (k in ("caught", "mutated") and v is None)}
+        out = {k: v for k, v in self.__dict__.items() if not (k in ("caught", "mutated", "slopes") and v is None)}
         return out
 
 
 def mutate(built: Built, gen: torch.Generator, rel_scale: float = 1e-3) -> tuple[Built, str]:
     """Perturb one weight matrix (chosen at random among the non-zero ones) by Gaussian noise of
     size rel_scale * max|entry|. Returns the perturbed copy and the perturbed key."""
-    sd = M.to_state_dict(built.weights)
+    flat = isinstance(built.weights, dict)
+    sd = dict(built.weights) if flat else M.to_state_dict(built.weights)
     live = sorted(k for k, t in sd.items() if t.abs().max() > 0)
     key = live[int(torch.randint(len(live), (1,), generator=gen))]
     noise = torch.randn(sd[key].shape, generator=gen, dtype=sd[key].dtype)
-    sd = dict(sd)
     sd[key] = sd[key] + rel_scale * sd[key].abs().max() * noise
-    return Built(built.cfg, M.from_state_dict(sd)), key
+    return Built(built.cfg, sd if flat else M.from_state_dict(sd)), key
+
+
+def _measure(c: Construction, case: Case, gen: torch.Generator, mutated: bool, keys: list) -> dict[str, float]:
+    built = c.build(case)
+    if mutated:
+        built, key = mutate(built, gen)
+        keys.append(key)
+    return c.errors(built, case)
+
+
+def _one_case(c: Construction, case: Case, gen, mutated: bool, keys: list) -> tuple[float, bool, dict]:
+    """(reported error, passed, per-label errors) for one case.
+
+    Without a sweep: error = max over labels; against a fixed bound it is reported as is, against
+    a per-case bound (a function of the case) as error / bound, so the reported bound is 1. With a
+    sweep: the error is the fitted slope's distance from the stated one (and a per-case bound must
+    also hold at every swept value)."""
+    if c.sweep is None:
+        errors = _measure(c, case, gen, mutated, keys)
+        worst = max(errors.values())
+        if callable(c.bound):
+            return worst / c.bound_for(case), worst <= c.bound_for(case), errors
+        return worst, worst <= c.bound, errors
+    sw, per_value, within = c.sweep, {}, True
+    for value in sw.values:
+        swept = Case({**case.params, sw.parameter: value}, case.x, case.y, case.x_query, case.data)
+        worst = max(_measure(c, swept, gen, mutated, keys).values())
+        per_value[f"{sw.parameter}={value:g}"] = worst
+        within = within and (not callable(c.bound) or worst <= c.bound_for(swept))
+    slope = sw.fit(list(per_value.values()))
+    distance = abs(slope - sw.slope)
+    return distance, within and distance <= sw.tolerance, {**per_value, "slope": slope}
 
 
 def run_check(c: Construction, *, seed: int = 0, n_cases: int = 8, mutated: bool = False) -> CheckResult:
-    """Draw n_cases instances, build, measure; error = max over cases and layers.
+    """Draw n_cases instances, build, measure; error = max over cases (and layers, or swept values).
 
-    With ``mutated`` every case's weights get one perturbed matrix (:func:`mutate`), and the
-    mutation counts as caught only if every single case fails the bound on its own.
+    With ``mutated`` every build gets one perturbed matrix (:func:`mutate`), and the mutation counts
+    as caught only if every single case fails on its own.
     """
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     per_layer: dict[str, float] = {}
-    case_errors, keys = [], []
+    case_errors, case_passed, keys, slopes = [], [], [], []
     for _ in range(n_cases):
-        case = c.sample(gen)
-        built = c.build(case)
-        if mutated:
-            built, key = mutate(built, gen)
-            keys.append(key)
-        errors = c.errors(built, case)
-        case_errors.append(max(errors.values()))
-        for label, err in errors.items():
-            per_layer[label] = max(per_layer.get(label, 0.0), err)
-    error = max(case_errors)
-    result = CheckResult(c.name, c.exactness, error, c.bound, error <= c.bound, per_layer, n_cases,
-                         time.perf_counter() - start)
+        error, passed, labels = _one_case(c, c.sample(gen), gen, mutated, keys)
+        case_errors.append(error)
+        case_passed.append(passed)
+        if "slope" in labels:
+            slopes.append(labels.pop("slope"))
+        for label, err in labels.items():
+            per_layer[label] = max(per_layer.get(label, err), err)
+    if c.sweep is not None:
+        bound, error_is = c.sweep.tolerance, f"|fitted slope - ({c.sweep.slope:g})|, worst case"
+    elif callable(c.bound):
+        bound, error_is = 1.0, "max error / bound(case)"
+    else:
+        bound, error_is = c.bound, "max error"
+    result = CheckResult(c.name, c.exactness, max(case_errors), bound, all(case_passed), per_layer, n_cases,
+                         time.perf_counter() - start, error_is=error_is, slopes=slopes or None)
     if mutated:
-        result.caught = min(case_errors) > c.bound
+        result.caught = not any(case_passed)
         result.mutated = ", ".join(sorted(set(keys)))
     return result

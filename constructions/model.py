@@ -22,6 +22,13 @@ Attention kinds (config ``attention``):
 Masks (config ``mask``): ``causal`` (key j visible to query i iff j <= i), ``full``,
 ``exclude_query`` (every query sees every token except the last one: the in-context regression
 layout where the last token is the query and must not act as an example).
+Positional attention (``qk_source="positions"``): queries and keys come from one-hot positions only
+(W_Q, W_K have n_qk_positions rows: row t is position t's query / key), values from the stream, so
+the attention pattern is the same for every input.
+Norms (pre-norm): ``layernorm``, ``rmsnorm``, and ``crmsnorm`` (RMSNorm of the zero-mean vector whose
+first D coordinates the stream stores; Jiang et al. 2023).
+``mlp_input="concat"``: the MLP reads [stream, attention output] and its output replaces the
+stream (no residual), as in the positional-attention constructions.
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ from torch.nn import functional as F
 ATTENTION_KINDS = ("softmax", "linear", "relu")
 MASKS = ("causal", "full", "exclude_query")
 MLP_KINDS = ("none", "relu", "gelu", "gelu_tanh", "identity")
-NORMS = ("none", "layernorm", "rmsnorm")
+NORMS = ("none", "layernorm", "rmsnorm", "crmsnorm")
+QK_SOURCES = ("residual", "positions")
+MLP_INPUTS = ("residual", "concat")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,14 +123,18 @@ class ModelConfig:
     n_positions: int = 0
     norm_eps: float = 1e-5
     layout: Layout | None = None
+    qk_source: str = "residual"
+    n_qk_positions: int = 0
+    mlp_input: str = "residual"
 
     def __post_init__(self):
-        ints = ("d_model", "n_layers", "n_heads", "d_head", "d_in", "d_out", "d_mlp", "n_positions")
+        ints = ("d_model", "n_layers", "n_heads", "d_head", "d_in", "d_out", "d_mlp", "n_positions",
+                "n_qk_positions")
         for name in ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"ModelConfig.{name} must be an int, got {type(value).__name__} {value!r}")
-            lowest = 0 if name in ("d_mlp", "n_positions", "n_layers") else 1
+            lowest = 0 if name in ("d_mlp", "n_positions", "n_layers", "n_qk_positions") else 1
             if value < lowest:
                 raise ValueError(f"ModelConfig.{name} must be >= {lowest}, got {value}")
         for name in ("final_norm", "residual", "bias"):
@@ -131,6 +144,12 @@ class ModelConfig:
         _check_choice("ModelConfig", "mask", self.mask, MASKS)
         _check_choice("ModelConfig", "mlp", self.mlp, MLP_KINDS)
         _check_choice("ModelConfig", "norm", self.norm, NORMS)
+        _check_choice("ModelConfig", "qk_source", self.qk_source, QK_SOURCES)
+        _check_choice("ModelConfig", "mlp_input", self.mlp_input, MLP_INPUTS)
+        if self.qk_source == "positions" and self.n_qk_positions < 1:
+            raise ValueError("ModelConfig.n_qk_positions must be >= 1 when qk_source='positions'")
+        if self.mlp_input == "concat" and self.mlp == "none":
+            raise ValueError("ModelConfig.mlp_input='concat' needs an MLP (mlp != 'none')")
         if self.beta is not None and (not isinstance(self.beta, (int, float)) or isinstance(self.beta, bool)):
             raise TypeError(f"ModelConfig.beta must be a float or None, got {self.beta!r}")
         if self.mlp != "none" and self.d_mlp < 1:
@@ -247,8 +266,10 @@ def weight_shapes(cfg: ModelConfig, K: int) -> dict[str, tuple[int, ...]]:
             shapes[p + "ln1.w"] = (K, D)
             if cfg.norm == "layernorm":
                 shapes[p + "ln1.b"] = (K, D)
-        for name in ("W_Q", "W_K", "W_V"):
-            shapes[p + "attn." + name] = (K, H, D, Dh)
+        qk_in = cfg.n_qk_positions if cfg.qk_source == "positions" else D
+        shapes[p + "attn.W_Q"] = (K, H, qk_in, Dh)
+        shapes[p + "attn.W_K"] = (K, H, qk_in, Dh)
+        shapes[p + "attn.W_V"] = (K, H, D, Dh)
         shapes[p + "attn.W_O"] = (K, H, Dh, D)
         if cfg.bias:
             for name in ("b_Q", "b_K", "b_V"):
@@ -259,7 +280,7 @@ def weight_shapes(cfg: ModelConfig, K: int) -> dict[str, tuple[int, ...]]:
                 shapes[p + "ln2.w"] = (K, D)
                 if cfg.norm == "layernorm":
                     shapes[p + "ln2.b"] = (K, D)
-            shapes[p + "mlp.W_in"] = (K, D, M)
+            shapes[p + "mlp.W_in"] = (K, 2 * D if cfg.mlp_input == "concat" else D, M)
             shapes[p + "mlp.W_out"] = (K, M, D)
             if cfg.bias:
                 shapes[p + "mlp.b_in"] = (K, M)
@@ -408,7 +429,13 @@ def norm(cfg: ModelConfig, p: Norm | None, h: Tensor) -> Tensor:
         return h
     if cfg.norm == "layernorm":
         h = h - h.mean(-1, keepdim=True)
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + cfg.norm_eps)
+    if cfg.norm == "crmsnorm":
+        # h holds the first D-1 coordinates of a zero-mean D-vector z (the last is -sum(h)), so
+        # mean(z^2) = (|h|^2 + (sum h)^2) / (D_stored + 1): RMSNorm of z without storing it.
+        ms = (h.pow(2).sum(-1, keepdim=True) + h.sum(-1, keepdim=True).pow(2)) / (h.shape[-1] + 1)
+        h = h * torch.rsqrt(ms + cfg.norm_eps)
+    else:
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + cfg.norm_eps)
     h = h * p.w[:, None, None, :]
     if p.b is not None:
         h = h + p.b[:, None, None, :]
@@ -436,9 +463,15 @@ def _bias(b: Tensor | None, shape) -> Tensor | float:
 def attention_pattern(cfg: ModelConfig, p: Attention, h: Tensor) -> Tensor:
     """Attention weights (K, B, H, T, T) for input h (K, B, T, D)."""
     K, B, T, D = h.shape
-    q = torch.einsum("kbtd,khde->kbhte", h, p.W_Q) + _bias(p.b_Q, (K, 1, -1, 1, cfg.d_head))
-    k = torch.einsum("kbtd,khde->kbhte", h, p.W_K) + _bias(p.b_K, (K, 1, -1, 1, cfg.d_head))
-    scores = q @ k.transpose(-1, -2)  # (K, B, H, T, T)
+    if cfg.qk_source == "positions":  # one-hot positions in: row t of W_Q / W_K is position t's vector
+        if T > cfg.n_qk_positions:
+            raise ValueError(f"prompt has {T} tokens but positional attention has n_qk_positions={cfg.n_qk_positions}")
+        q = p.W_Q[:, None, :, :T, :] + _bias(p.b_Q, (K, 1, -1, 1, cfg.d_head))  # (K, 1, H, T, Dh)
+        k = p.W_K[:, None, :, :T, :] + _bias(p.b_K, (K, 1, -1, 1, cfg.d_head))
+    else:
+        q = torch.einsum("kbtd,khde->kbhte", h, p.W_Q) + _bias(p.b_Q, (K, 1, -1, 1, cfg.d_head))
+        k = torch.einsum("kbtd,khde->kbhte", h, p.W_K) + _bias(p.b_K, (K, 1, -1, 1, cfg.d_head))
+    scores = (q @ k.transpose(-1, -2)).expand(K, B, -1, T, T)  # (K, B, H, T, T)
     visible = key_mask(cfg.mask, T, h.device)
     if cfg.attention == "softmax":
         scores = (cfg.softmax_beta * scores).masked_fill(~visible, float("-inf"))
@@ -480,6 +513,8 @@ def block(cfg: ModelConfig, p: Block, h: Tensor, keep: dict | None = None) -> Te
     if keep is not None:
         keep["attention"].append(pattern)
     a = attention(cfg, p.attn, x, pattern)
+    if cfg.mlp_input == "concat":  # MLP([h, attention output]) replaces the stream: no residual
+        return mlp(cfg, p.mlp, torch.cat([h, a], dim=-1))
     h = h + a if cfg.residual else a
     if cfg.mlp != "none":
         m = mlp(cfg, p.mlp, norm(cfg, p.ln2, h))
