@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from constructions import gd, gd_plus_plus, newton, preconditioned_gd, ridge_newton
+from constructions import gd, gd_plus_plus, newton, positional_scan, positional_sort, preconditioned_gd, ridge_newton
 from constructions.base import Construction
 
 CONSTRUCTIONS: dict[str, Construction] = {
@@ -13,6 +13,8 @@ CONSTRUCTIONS: dict[str, Construction] = {
         preconditioned_gd.CONSTRUCTION,
         newton.CONSTRUCTION,
         ridge_newton.CONSTRUCTION,
+        *positional_scan.CONSTRUCTIONS,  # positional_prefix_sum / _min / _max
+        positional_sort.CONSTRUCTION,  # positional_bitonic_sort
     )
 }
 

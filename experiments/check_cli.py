@@ -69,8 +69,9 @@ def format_table(rows: list[dict], mutate: bool) -> str:
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
     for r in rows:
         if r.get("per_layer") and len(r["per_layer"]) > 1:
-            worst = ", ".join(f"{k.split()[-1]}:{v:.0e}" for k, v in r["per_layer"].items())
-            lines.append(f"  {r['name']} per layer: {worst}")
+            worst = ", ".join(f"{k.replace('layer ', '')}:{v:.0e}" for k, v in r["per_layer"].items())
+            what = "per layer" if next(iter(r["per_layer"])).startswith("layer") else "per swept value"
+            lines.append(f"  {r['name']} {what}: {worst}")
     return "\n".join(lines)
 
 

@@ -77,3 +77,11 @@ def test_help_exits_cleanly(argv):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 0
+
+
+def test_check_symbolic_adds_passing_lemma_rows(capsys):
+    status, rows = _json(capsys, ["check", "gd", "--json", "--cases", "2", "--symbolic"])
+    lemmas = [r for r in rows if r["exactness"] == "symbolic"]
+    assert status == 0 and len(lemmas) >= 3
+    assert all(r["passed"] for r in lemmas) and {"gd_one_step", "newton_one_iteration"} <= {
+        r["name"].split(":", 1)[1] for r in lemmas}
