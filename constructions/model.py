@@ -19,6 +19,9 @@ Attention kinds (config ``attention``):
              ``beta=None`` means the usual 1/sqrt(Dh))
     linear   A = (q.k) / N, unnormalised, N = number of keys the query sees
     relu     A = ReLU(q.k) / N
+    normalized  A = (q.k) / sum_j' (q.k_j') over the visible keys (normalised linear attention; a
+             query whose scores sum to exactly 0, e.g. an unused all-zero head, reads nothing)
+``layer_attention`` (a tuple, one kind per layer) overrides ``attention`` layer by layer.
 Masks (config ``mask``): ``causal`` (key j visible to query i iff j <= i), ``full``,
 ``exclude_query`` (every query sees every token except the last one: the in-context regression
 layout where the last token is the query and must not act as an example).
@@ -41,7 +44,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-ATTENTION_KINDS = ("softmax", "linear", "relu")
+ATTENTION_KINDS = ("softmax", "linear", "relu", "normalized")
 MASKS = ("causal", "full", "exclude_query")
 MLP_KINDS = ("none", "relu", "gelu", "gelu_tanh", "identity")
 NORMS = ("none", "layernorm", "rmsnorm", "crmsnorm")
@@ -126,6 +129,7 @@ class ModelConfig:
     qk_source: str = "residual"
     n_qk_positions: int = 0
     mlp_input: str = "residual"
+    layer_attention: tuple[str, ...] | None = None
 
     def __post_init__(self):
         ints = ("d_model", "n_layers", "n_heads", "d_head", "d_in", "d_out", "d_mlp", "n_positions",
@@ -148,6 +152,12 @@ class ModelConfig:
         _check_choice("ModelConfig", "mlp_input", self.mlp_input, MLP_INPUTS)
         if self.qk_source == "positions" and self.n_qk_positions < 1:
             raise ValueError("ModelConfig.n_qk_positions must be >= 1 when qk_source='positions'")
+        if self.layer_attention is not None:
+            if not isinstance(self.layer_attention, tuple) or len(self.layer_attention) != self.n_layers:
+                raise ValueError(f"ModelConfig.layer_attention must be a tuple of n_layers={self.n_layers} kinds, "
+                                 f"got {self.layer_attention!r}")
+            for kind in self.layer_attention:
+                _check_choice("ModelConfig", "layer_attention[i]", kind, ATTENTION_KINDS)
         if self.mlp_input == "concat" and self.mlp == "none":
             raise ValueError("ModelConfig.mlp_input='concat' needs an MLP (mlp != 'none')")
         if self.beta is not None and (not isinstance(self.beta, (int, float)) or isinstance(self.beta, bool)):
@@ -164,6 +174,9 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.layout has width {self.layout.width} but d_model is {self.d_model}"
             )
+
+    def attention_kind(self, layer: int) -> str:
+        return self.attention if self.layer_attention is None else self.layer_attention[layer]
 
     @property
     def softmax_beta(self) -> float:
@@ -183,6 +196,8 @@ class ModelConfig:
         data = dict(data)
         if data.get("layout") is not None:
             data["layout"] = Layout(tuple((str(n), int(s)) for n, s in data["layout"]))
+        if data.get("layer_attention") is not None:
+            data["layer_attention"] = tuple(data["layer_attention"])
         return cls(**data)
 
 
@@ -460,8 +475,9 @@ def _bias(b: Tensor | None, shape) -> Tensor | float:
     return 0.0 if b is None else b.view(shape)
 
 
-def attention_pattern(cfg: ModelConfig, p: Attention, h: Tensor) -> Tensor:
-    """Attention weights (K, B, H, T, T) for input h (K, B, T, D)."""
+def attention_pattern(cfg: ModelConfig, p: Attention, h: Tensor, kind: str | None = None) -> Tensor:
+    """Attention weights (K, B, H, T, T) for input h (K, B, T, D); kind defaults to cfg.attention."""
+    kind = cfg.attention if kind is None else kind
     K, B, T, D = h.shape
     if cfg.qk_source == "positions":  # one-hot positions in: row t of W_Q / W_K is position t's vector
         if T > cfg.n_qk_positions:
@@ -473,11 +489,15 @@ def attention_pattern(cfg: ModelConfig, p: Attention, h: Tensor) -> Tensor:
         k = torch.einsum("kbtd,khde->kbhte", h, p.W_K) + _bias(p.b_K, (K, 1, -1, 1, cfg.d_head))
     scores = (q @ k.transpose(-1, -2)).expand(K, B, -1, T, T)  # (K, B, H, T, T)
     visible = key_mask(cfg.mask, T, h.device)
-    if cfg.attention == "softmax":
+    if kind == "softmax":
         scores = (cfg.softmax_beta * scores).masked_fill(~visible, float("-inf"))
         return torch.softmax(scores, dim=-1)
+    if kind == "normalized":
+        scores = scores * visible
+        total = scores.sum(-1, keepdim=True)
+        return torch.where(total == 0, 0.0, scores / torch.where(total == 0, 1.0, total))
     n_keys = visible.sum(-1, keepdim=True).to(h.dtype)  # (T, 1): N for each query
-    if cfg.attention == "relu":
+    if kind == "relu":
         scores = F.relu(scores)
     return scores * visible / n_keys
 
@@ -506,10 +526,10 @@ def mlp(cfg: ModelConfig, p: MLP, h: Tensor) -> Tensor:
     return torch.einsum("kbtm,kmd->kbtd", a, p.W_out) + _bias(p.b_out, (K, 1, 1, -1))
 
 
-def block(cfg: ModelConfig, p: Block, h: Tensor, keep: dict | None = None) -> Tensor:
+def block(cfg: ModelConfig, p: Block, h: Tensor, keep: dict | None = None, layer: int = 0) -> Tensor:
     """One pre-norm block: h + attn(norm(h)), then h + mlp(norm(h)) (no residual if disabled)."""
     x = norm(cfg, p.ln1, h)
-    pattern = attention_pattern(cfg, p.attn, x)
+    pattern = attention_pattern(cfg, p.attn, x, cfg.attention_kind(layer))
     if keep is not None:
         keep["attention"].append(pattern)
     a = attention(cfg, p.attn, x, pattern)
@@ -563,8 +583,8 @@ def forward(cfg: ModelConfig, w: Weights, tokens: Tensor, *, residuals: bool = F
     keep = {"attention": []} if attention_patterns else None
     h = embed(cfg, w, tokens)
     stream = [h]
-    for p in w.blocks:
-        h = block(cfg, p, h, keep)
+    for layer, p in enumerate(w.blocks):
+        h = block(cfg, p, h, keep, layer)
         stream.append(h)
     return Output(
         out=readout(cfg, w, h),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from constructions import gd, gd_plus_plus, newton, positional_scan, positional_sort, preconditioned_gd, ridge_newton
+from constructions import gd, gd_plus_plus, gd_relu, gd_softmax, newton, positional_scan, positional_sort
+from constructions import preconditioned_gd, ridge_newton, ridge_sherman_morrison
 from constructions.base import Construction
 
 CONSTRUCTIONS: dict[str, Construction] = {
@@ -13,6 +14,9 @@ CONSTRUCTIONS: dict[str, Construction] = {
         preconditioned_gd.CONSTRUCTION,
         newton.CONSTRUCTION,
         ridge_newton.CONSTRUCTION,
+        ridge_sherman_morrison.CONSTRUCTION,
+        gd_relu.CONSTRUCTION,
+        gd_softmax.CONSTRUCTION,
         *positional_scan.CONSTRUCTIONS,  # positional_prefix_sum / _min / _max
         positional_sort.CONSTRUCTION,  # positional_bitonic_sort
     )

@@ -184,6 +184,10 @@ def check_supported(cfg: M.ModelConfig) -> None:
         if value not in allowed:
             raise NotImplementedError(
                 f"symbolic forward: {name}={value!r} is not supported (supported: {allowed})")
+    for field, value, allowed in (("layer_attention", cfg.layer_attention, None), ("qk_source", cfg.qk_source, "residual"),
+                                  ("mlp_input", cfg.mlp_input, "residual")):
+        if value != allowed:
+            raise NotImplementedError(f"symbolic forward: {field}={value!r} is not supported (supported: {allowed!r})")
 
 
 def _rows(m: DomainMatrix, row: DomainMatrix | None) -> DomainMatrix:
