@@ -80,7 +80,7 @@ def build(d: int, n_steps: int, eta: float, eps: float) -> Built:
 
 def errors(built: Built, case: Case) -> dict[str, float]:
     """Per layer l: readout vs w_l.x_q; y slots vs +-residuals of w_l; x slots vs +-x."""
-    p, n = case.params, case.x.shape[-2]
+    p = case.params
     run = M.forward(built.cfg, built.weights, tokens(case.x, case.y, case.x_query), residuals=True)
     iterates = algorithms.gd(case.x, case.y, eta=p["eta"], n_steps=p["n_steps"])
     lay = built.cfg.layout
