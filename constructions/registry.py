@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from constructions import gd, gd_plus_plus, gd_relu, gd_softmax, newton, positional_scan, positional_sort
-from constructions import preconditioned_gd, ridge_newton, ridge_sherman_morrison
+from constructions import mpnn_attention, mpnn_selection, norm_equivalence, preconditioned_gd, ridge_newton
+from constructions import ridge_sherman_morrison, universal_approx
 from constructions.base import Construction
 
 CONSTRUCTIONS: dict[str, Construction] = {
@@ -19,6 +20,14 @@ CONSTRUCTIONS: dict[str, Construction] = {
         gd_softmax.CONSTRUCTION,
         *positional_scan.CONSTRUCTIONS,  # positional_prefix_sum / _min / _max
         positional_sort.CONSTRUCTION,  # positional_bitonic_sort
+        universal_approx.LAMBDA_SWEEP,
+        universal_approx.WIDTH_SWEEP,
+        mpnn_attention.LINEAR_EXACT,
+        mpnn_attention.LINEAR_RELU,
+        mpnn_attention.SOFTMAX_TAYLOR,
+        mpnn_selection.SELECTION,
+        norm_equivalence.RMS,
+        norm_equivalence.CRMS,
     )
 }
 

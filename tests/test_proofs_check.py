@@ -26,6 +26,8 @@ NAMES = list(L.LEMMAS)
 def _symbolic_ok(c) -> bool:
     """Exact constructions whose config the symbolic pass can run (linear attention, no ReLU)."""
     cfg = c.build(c.sample(torch.Generator().manual_seed(0), d=2, n=2, depth=1)).cfg
+    if not isinstance(cfg, M.ModelConfig):
+        return False
     try:
         S.check_supported(cfg)
     except NotImplementedError:
