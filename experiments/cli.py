@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "experiments.check_cli",  # ttb check
     "experiments.bench_cli",  # ttb bench algorithms | train
     "experiments.sweep_cli",  # ttb sweep | runs | export
+    "experiments.analysis_cli",  # ttb compare | plot | demo
 )
 
 

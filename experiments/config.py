@@ -1,0 +1,293 @@
+"""Run configuration: the task, model and training sections of a sweep file, validated.
+
+A run is fully described by a ``RunConfig`` (three frozen sections). Its resolved form (every
+default filled in) is what gets hashed into the run id and written to the run directory. Every
+check raises ``ConfigError`` naming the field (``train.lr``) and the allowed values, so a bad sweep
+file fails before anything trains.
+
+Which fields must agree for runs to train in one batch (``RunConfig.group_key``): everything that
+fixes tensor shapes or the loop (model shape, d, n_points, format, batch size, steps, curriculum,
+dtype, logging and checkpoint cadence, evaluation size). Everything else is per model: seeds, noise
+and input distribution, learning rate and schedule, betas, eps, weight decay, clipping, init scale
+and early stopping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, fields
+
+import torch
+
+from constructions.model import ATTENTION_KINDS, MLP_KINDS, NORMS, ModelConfig
+
+FORMATS = ("interleaved", "example")
+TASK_KINDS = ("isotropic", "anisotropic")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DATA_ON = ("device", "cpu")
+MASK_OF_FORMAT = {"interleaved": "causal", "example": "exclude_query"}
+
+
+class ConfigError(ValueError):
+    """A sweep or run config field is wrong; the message names it and the allowed values."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Field checks
+
+
+def _int(where: str, value, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where} must be an integer >= {lo}, got {value!r}")
+    if value < lo:
+        raise ConfigError(f"{where} must be an integer >= {lo}, got {value}")
+    return value
+
+
+def _real(where: str, value, lo: float, hi: float = math.inf, *, open_lo: bool = False) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    value_f = float(value) if ok else math.nan
+    inside = ok and math.isfinite(value_f) and (value_f > lo if open_lo else value_f >= lo) and value_f <= hi
+    if not inside:
+        bound = f"{'>' if open_lo else '>='} {lo}" + ("" if hi == math.inf else f" and <= {hi}")
+        raise ConfigError(f"{where} must be a finite number {bound}, got {value!r}")
+    return value_f
+
+
+def _choice(where: str, value, allowed) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{where} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def _bool(where: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    return value
+
+
+def _section(cls, name: str, data) -> dict:
+    """Check ``data`` is a table whose keys are fields of ``cls``; return it as a dict."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{name}] must be a table, got {data!r}")
+    allowed = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"unknown field {name}.{key}; allowed fields of [{name}] are {allowed}")
+    return dict(data)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    d: int = 8
+    n_points: int = 16  # points per prompt; the last is the query in the "example" format
+    noise_std: float = 0.0
+    kind: str = "isotropic"
+    condition_number: float = 1.0
+    basis_seed: int = 0
+    w_std: float = 1.0
+    format: str = "interleaved"
+    eval_batch_size: int = 256
+
+    def __post_init__(self):
+        _int("task.d", self.d, 1)
+        _int("task.n_points", self.n_points, 2 if self.format == "example" else 1)
+        _real("task.noise_std", self.noise_std, 0.0)
+        _choice("task.kind", self.kind, TASK_KINDS)
+        _real("task.condition_number", self.condition_number, 1.0)
+        if self.kind == "isotropic" and self.condition_number != 1.0:
+            raise ConfigError("task.condition_number must be 1.0 when task.kind = 'isotropic' "
+                              f"(use 'anisotropic'), got {self.condition_number}")
+        _int("task.basis_seed", self.basis_seed, 0)
+        _real("task.w_std", self.w_std, 0.0, open_lo=True)
+        _choice("task.format", self.format, FORMATS)
+        _int("task.eval_batch_size", self.eval_batch_size, 1)
+
+    @property
+    def n_tokens(self) -> int:
+        return 2 * self.n_points if self.format == "interleaved" else self.n_points
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    n_layers: int = 2
+    d_model: int = 64
+    n_heads: int = 4
+    d_head: int = 0  # 0: d_model // n_heads
+    d_mlp: int = 0  # 0: 4 * d_model
+    attention: str = "softmax"
+    beta: float = 0.0  # softmax inverse temperature; 0: 1 / sqrt(d_head)
+    mlp: str = "gelu"
+    norm: str = "layernorm"
+    final_norm: bool = True
+    residual: bool = True
+    bias: bool = True
+    mask: str = "auto"  # auto: causal for interleaved, exclude_query for example
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        for name in ("n_layers", "d_model", "n_heads"):
+            _int(f"model.{name}", getattr(self, name), 1)
+        _int("model.d_head", self.d_head, 0)
+        _int("model.d_mlp", self.d_mlp, 0)
+        if self.d_head == 0 and self.d_model % self.n_heads:
+            raise ConfigError(f"model.d_head must be given when model.n_heads ({self.n_heads}) does not "
+                              f"divide model.d_model ({self.d_model})")
+        _choice("model.attention", self.attention, ATTENTION_KINDS)
+        _real("model.beta", self.beta, 0.0)
+        _choice("model.mlp", self.mlp, MLP_KINDS)
+        _choice("model.norm", self.norm, NORMS)
+        for name in ("final_norm", "residual", "bias"):
+            _bool(f"model.{name}", getattr(self, name))
+        _choice("model.mask", self.mask, ("auto",) + tuple(MASK_OF_FORMAT.values()))
+        _real("model.init_std", self.init_std, 0.0, open_lo=True)
+
+
+@dataclass(frozen=True)
+class Curriculum:
+    """Active dimensions and points grow by ``*_inc`` every ``interval`` steps, up to d, n_points."""
+
+    dims_start: int = 1
+    dims_inc: int = 1
+    points_start: int = 2
+    points_inc: int = 1
+    interval: int = 100
+
+    def __post_init__(self):
+        for name in ("dims_start", "points_start", "interval"):
+            _int(f"train.curriculum.{name}", getattr(self, name), 1)
+        for name in ("dims_inc", "points_inc"):
+            _int(f"train.curriculum.{name}", getattr(self, name), 0)
+
+    def at(self, step: int, d: int, n_points: int) -> tuple[int, int]:
+        """(n_points, n_dims_active) in force at ``step``."""
+        k = step // self.interval
+        return min(self.points_start + k * self.points_inc, n_points), min(self.dims_start + k * self.dims_inc, d)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0  # 0: no clipping
+    seed: int = 0  # init; also the data seed unless data_seed is given
+    data_seed: int = -1  # -1: same as seed
+    dtype: str = "float32"
+    log_every: int = 50
+    checkpoint_every: int = 0  # 0: no checkpoints; else a multiple of log_every
+    early_stop_patience: int = 0  # steps without improvement of the logged loss; 0: off
+    early_stop_min_delta: float = 0.0  # relative improvement that counts
+    early_stop_target: float = 0.0  # stop once the logged loss is <= this; 0: off
+    data_on: str = "device"  # where the data generators live ("cpu": same numbers on every device)
+    curriculum: Curriculum | None = None
+
+    def __post_init__(self):
+        for name, lo in (("steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("seed", 0),
+                         ("log_every", 1), ("checkpoint_every", 0), ("early_stop_patience", 0)):
+            _int(f"train.{name}", getattr(self, name), lo)
+        _int("train.data_seed", self.data_seed, -1)
+        _real("train.lr", self.lr, 0.0, open_lo=True)
+        _real("train.beta1", self.beta1, 0.0, 1.0 - 1e-12)
+        _real("train.beta2", self.beta2, 0.0, 1.0 - 1e-12)
+        _real("train.eps", self.eps, 0.0, open_lo=True)
+        for name in ("weight_decay", "grad_clip", "early_stop_min_delta", "early_stop_target"):
+            _real(f"train.{name}", getattr(self, name), 0.0)
+        _real("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        _choice("train.dtype", self.dtype, tuple(DTYPES))
+        _choice("train.data_on", self.data_on, DATA_ON)
+        if self.checkpoint_every % self.log_every:
+            raise ConfigError(f"train.checkpoint_every ({self.checkpoint_every}) must be a multiple of "
+                              f"train.log_every ({self.log_every})")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def data_seed_resolved(self) -> int:
+        return self.seed if self.data_seed < 0 else self.data_seed
+
+
+# ----------------------------------------------------------------------------------------------
+# A run
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task: TaskSpec
+    model: ModelSpec
+    train: TrainSpec
+
+    def __post_init__(self):
+        mask = self.model.mask
+        if mask != "auto" and mask != MASK_OF_FORMAT[self.task.format]:
+            raise ConfigError(f"model.mask must be 'auto' or {MASK_OF_FORMAT[self.task.format]!r} when "
+                              f"task.format = {self.task.format!r}, got {mask!r}")
+        cur = self.train.curriculum
+        if cur is not None and (cur.dims_start > self.task.d or cur.points_start > self.task.n_points):
+            raise ConfigError(f"train.curriculum.dims_start ({cur.dims_start}) must be <= task.d ({self.task.d}) "
+                              f"and points_start ({cur.points_start}) <= task.n_points ({self.task.n_points})")
+        if cur is not None and self.task.format == "example" and cur.points_start < 2:
+            raise ConfigError("train.curriculum.points_start must be >= 2 when task.format = 'example'")
+        try:
+            self.model_config()
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"[model]: {err}") from None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        unknown = set(data) - {"task", "model", "train"}
+        if unknown:
+            raise ConfigError(f"unknown section(s) {sorted(unknown)}; allowed are ['task', 'model', 'train']")
+        train = _section(TrainSpec, "train", data.get("train", {}))
+        if train.get("curriculum") is not None:
+            train["curriculum"] = Curriculum(**_section(Curriculum, "train.curriculum", train["curriculum"]))
+        return cls(task=TaskSpec(**_section(TaskSpec, "task", data.get("task", {}))),
+                   model=ModelSpec(**_section(ModelSpec, "model", data.get("model", {}))),
+                   train=TrainSpec(**train))
+
+    def to_dict(self) -> dict:
+        return {"task": dataclasses.asdict(self.task), "model": dataclasses.asdict(self.model),
+                "train": dataclasses.asdict(self.train)}
+
+    @property
+    def run_id(self) -> str:
+        """12 hex digits of the SHA-256 of the resolved config (canonical JSON)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def model_config(self) -> ModelConfig:
+        m, t = self.model, self.task
+        return ModelConfig(
+            d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads,
+            d_head=m.d_head or m.d_model // m.n_heads, d_in=t.d + 1, d_out=1,
+            d_mlp=0 if m.mlp == "none" else (m.d_mlp or 4 * m.d_model), attention=m.attention,
+            beta=m.beta or None, mask=MASK_OF_FORMAT[t.format], mlp=m.mlp, norm=m.norm,
+            final_norm=m.final_norm, residual=m.residual, bias=m.bias, n_positions=t.n_tokens,
+        )
+
+    def group_key(self) -> str:
+        """Runs with equal keys can train in one batch (see the module docstring)."""
+        t, tr = self.task, self.train
+        shared = {
+            "model": self.model_config().to_dict(),
+            "task": {"d": t.d, "n_points": t.n_points, "format": t.format, "eval_batch_size": t.eval_batch_size},
+            "train": {k: getattr(tr, k) for k in ("steps", "batch_size", "dtype", "log_every",
+                                                   "checkpoint_every", "data_on")},
+            "curriculum": None if tr.curriculum is None else dataclasses.asdict(tr.curriculum),
+        }
+        return json.dumps(shared, sort_keys=True)

@@ -1,0 +1,123 @@
+"""Per-model optimisation math over one flat parameter buffer per batch of models.
+
+K models of one shape keep all their weights in a single tensor ``theta`` of shape (K, P): row k is
+model k's parameters, flattened in the fixed key order of ``constructions.model.weight_shapes``.
+The typed ``Weights`` the forward pass reads are views of it (one ``split``, so the backward pass
+is one concatenation, not one full-size buffer per tensor). Every optimiser quantity is then a
+(K, P) tensor or a (K,) vector, and nothing couples two rows:
+
+    clipping     g_k <- g_k * min(1, c_k / (||g_k|| + 1e-6))   (the norm of model k's slice only)
+    schedule     linear warmup to lr_k over w_k steps, then cosine to lr_k * r_k at step T_k
+    AdamW        torch.optim.AdamW's update, written with (K, 1) hyperparameters
+
+Glossary: K models, P parameters per model. Pure functions; no I/O, no loops over models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+from constructions.model import ModelConfig, Weights, from_state_dict, to_state_dict, weight_shapes
+
+CLIP_EPS = 1e-6  # as torch.nn.utils.clip_grad_norm_
+
+
+@dataclass(frozen=True)
+class FlatSpec:
+    """Where each named weight lives in a row of ``theta`` (K, P)."""
+
+    keys: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]  # per-model shapes (no K axis)
+
+    @classmethod
+    def of(cls, cfg: ModelConfig) -> FlatSpec:
+        shapes = weight_shapes(cfg, 1)
+        return cls(tuple(shapes), tuple(s[1:] for s in shapes.values()))
+
+    @property
+    def sizes(self) -> list[int]:
+        return [math.prod(s) for s in self.shapes]
+
+    @property
+    def n_params(self) -> int:
+        return sum(self.sizes)
+
+    def flatten(self, w: Weights) -> Tensor:
+        """Typed weights (K, ...) -> theta (K, P)."""
+        sd = to_state_dict(w)
+        return torch.cat([sd[key].reshape(w.K, -1) for key in self.keys], dim=1)
+
+    def unflatten(self, theta: Tensor) -> Weights:
+        """theta (K, P) -> typed weights whose tensors are views of theta."""
+        K = theta.shape[0]
+        pieces = theta.split(self.sizes, dim=1)
+        return from_state_dict({k: p.view(K, *s) for k, p, s in zip(self.keys, pieces, self.shapes)})
+
+    def decay_mask(self, dtype=torch.float32, device=None) -> Tensor:
+        """(P,) 1 on matrices (decayed, as in GPT-2 training), 0 on biases and norm gains."""
+        parts = [torch.full((n,), float(len(s) >= 2), dtype=dtype, device=device)
+                 for n, s in zip(self.sizes, self.shapes)]
+        return torch.cat(parts)
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """Per-model hyperparameters, each a (K,) tensor on the training device."""
+
+    lr: Tensor
+    beta1: Tensor
+    beta2: Tensor
+    eps: Tensor
+    weight_decay: Tensor
+    warmup: Tensor  # steps of linear warmup
+    total: Tensor  # total steps (the cosine reaches its floor here)
+    min_lr_ratio: Tensor
+    clip: Tensor  # max grad norm; <= 0 means no clipping
+
+    @classmethod
+    def stack(cls, rows: list[dict], *, dtype, device) -> Hyper:
+        """One dict per model with a value for every field -> (K,) tensors."""
+        return cls(**{f.name: torch.tensor([float(r[f.name]) for r in rows], dtype=dtype, device=device)
+                      for f in fields(cls)})
+
+
+def lr_at(hp: Hyper, t: Tensor) -> Tensor:
+    """Learning rate (K,) for step index t (0-based, a 0-dim tensor): warmup, then cosine."""
+    t = t.to(hp.lr.dtype)
+    warm = hp.lr * (t + 1) / hp.warmup.clamp(min=1)
+    progress = ((t - hp.warmup) / (hp.total - hp.warmup).clamp(min=1)).clamp(0, 1)
+    floor = hp.min_lr_ratio
+    cosine = hp.lr * (floor + (1 - floor) * 0.5 * (1 + torch.cos(math.pi * progress)))
+    return torch.where(t < hp.warmup, warm, cosine)
+
+
+def grad_norms(g: Tensor) -> Tensor:
+    """Per-model gradient norms (K,) of g (K, P)."""
+    return g.pow(2).sum(dim=1).sqrt()
+
+
+def clip_coef(norms: Tensor, clip: Tensor) -> Tensor:
+    """(K,) factors that bring each model's gradient norm down to its clip (1 where no clip)."""
+    coef = (clip / (norms + CLIP_EPS)).clamp(max=1.0)
+    return torch.where(clip > 0, coef, torch.ones_like(coef))
+
+
+def adamw(theta: Tensor, m: Tensor, v: Tensor, g: Tensor, t: Tensor, lr: Tensor, hp: Hyper,
+          decay: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One AdamW step for every model (torch.optim.AdamW's formula); returns new theta, m, v.
+
+    theta, m, v, g: (K, P); t: 0-dim step index (0-based); lr: (K,); decay: (P,) weight-decay mask.
+    """
+    col = lambda x: x[:, None]  # noqa: E731  (K,) -> (K, 1)
+    n = (t + 1).to(theta.dtype)
+    theta = theta * (1 - col(lr * hp.weight_decay) * decay)
+    m = col(hp.beta1) * m + col(1 - hp.beta1) * g
+    v = col(hp.beta2) * v + col(1 - hp.beta2) * g * g
+    bias1 = 1 - hp.beta1.pow(n)
+    bias2 = 1 - hp.beta2.pow(n)
+    denom = v.sqrt() / col(bias2.sqrt()) + col(hp.eps)
+    return theta - col(lr / bias1) * m / denom, m, v
