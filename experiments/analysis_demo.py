@@ -48,7 +48,7 @@ def demo_sweep(tiny: bool) -> dict:
         "sweep": {"name": "demo", "max_models_per_batch": 8},
         "task": {"d": d, "n_points": n_points, "format": "example", "eval_batch_size": 64 if tiny else 256},
         "model": {"d_model": 16, "init_std": 0.2},
-        "train": {"steps": 12 if tiny else 400, "batch_size": 16 if tiny else 64, "log_every": 4 if tiny else 50,
+        "train": {"steps": 12 if tiny else 600, "batch_size": 16 if tiny else 64, "log_every": 4 if tiny else 50,
                   "grad_clip": 1.0, "min_lr_ratio": 0.1},
         "grid": {"zip": [shapes], "train.seed": [0] if tiny else [0, 1]},
     }

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "experiments.bench_cli",  # ttb bench algorithms | train
     "experiments.sweep_cli",  # ttb sweep | runs | export
     "experiments.analysis_cli",  # ttb compare | plot | demo
+    "experiments.ood_cli",  # ttb ood
 )
 
 
