@@ -67,6 +67,7 @@ class Prompts:
     x_query: Tensor  # (B, d)
     y_query: Tensor  # (B,)
     w: Tensor | None = None  # (B, d) the weights that made y, when known
+    task: object = None  # the experiments.config.TaskSpec that drew them, when known
 
     @property
     def B(self) -> int:
@@ -106,10 +107,16 @@ def sample_prompts(d: int, n: int, n_prompts: int, *, seed: int = 0, noise_std: 
 
 
 def prompts_for_task(task, n_prompts: int, seed: int = 0) -> Prompts:
-    """Prompts for an ``experiments.config.TaskSpec``: n_points - 1 examples and the query."""
-    return sample_prompts(task.d, task.n_points - 1, n_prompts, seed=seed, noise_std=task.noise_std,
-                          kind=task.kind, condition_number=task.condition_number,
-                          basis_seed=task.basis_seed, w_std=task.w_std)
+    """Prompts for an ``experiments.config.TaskSpec``: n_points - 1 examples and the query (the
+    in-context kinds of ``analysis_icl.KINDS`` are drawn there)."""
+    from experiments import analysis_icl
+
+    if task.kind in analysis_icl.KINDS:
+        return analysis_icl.task_prompts(task, n_prompts, seed)[0]
+    p = sample_prompts(task.d, task.n_points - 1, n_prompts, seed=seed, noise_std=task.noise_std,
+                       kind=task.kind, condition_number=task.condition_number,
+                       basis_seed=task.basis_seed, w_std=task.w_std)
+    return replace(p, task=task)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,11 +283,13 @@ def _zero(x, y, prefix):
     return torch.zeros(shape, dtype=x.dtype)
 
 
-REFERENCE_NAMES = ("zero", "ols", "ridge", "gd", "gd_plus_plus", "newton")
+REFERENCE_NAMES = ("zero", "ols", "ridge", "gd", "gd_plus_plus", "newton",
+                   "bayes_ridge", "mixture_posterior", "pool_posterior")
 
 
 def reference(name: str, *, n_iter: int = 8, eta: float | None = None, alpha: float | None = None,
-              gamma: float | None = None, lam: float = 0.1) -> Reference:
+              gamma: float | None = None, lam: float = 0.1, sigma: float | None = None,
+              task=None) -> Reference:
     """A reference by name; options that do not apply to it are ignored.
 
     gd            w_{k+1} = w_k - eta (S w_k - b), w_0 = 0 (eta=None: 1 / lambda_max(S) per prompt)
@@ -288,7 +297,13 @@ def reference(name: str, *, n_iter: int = 8, eta: float | None = None, alpha: fl
     newton        Newton-Schulz w_k = M_k b (alpha=None: 1 / lambda_max(S)^2 per prompt)
     ols           minimum-norm least squares (pinv);  ridge  (X^T X + lam I)^{-1} X^T y
     zero          the zero predictor (normalized error 1 on the isotropic task)
+    bayes_ridge, mixture_posterior, pool_posterior   need the run's ``task`` (see analysis_icl;
+                  bayes_ridge takes sigma, default the task's noise_std)
     """
+    from experiments import analysis_icl
+
+    if name in analysis_icl.TASK_REFERENCE_NAMES:
+        return analysis_icl.task_reference(name, task, sigma=sigma)
     table = {
         "zero": lambda: Reference("zero", _zero, iterative=False),
         "ols": lambda: Reference("ols", _ols, iterative=False),
@@ -318,7 +333,7 @@ def best_eta(p: Prompts, n_steps: int = 1) -> float:
 def parse_references(spec: str, *, n_iter: dict[str, int] | None = None, lam: float = 0.1,
                      fit: Prompts | None = None) -> list[Reference]:
     """"gd,newton:alpha=0.3,ols" -> references; options after ':' as key=value (eta, alpha,
-    gamma, lam, n_iter). ``n_iter`` gives per-name defaults for the iteration count.
+    gamma, lam, n_iter, sigma). ``n_iter`` gives per-name defaults for the iteration count.
     ``gd:eta=best`` takes :func:`best_eta` for n_iter steps on the prompts ``fit``. A reference
     given options is named with them: "gd[eta=0.7937,n_iter=1]"."""
     out = []
@@ -327,9 +342,9 @@ def parse_references(spec: str, *, n_iter: dict[str, int] | None = None, lam: fl
         kwargs = {"n_iter": (n_iter or {}).get(name, 8), "lam": lam}
         for opt in opts:
             key, _, value = opt.partition("=")
-            if key not in ("eta", "alpha", "gamma", "lam", "n_iter") or not value:
+            if key not in ("eta", "alpha", "gamma", "lam", "n_iter", "sigma") or not value:
                 raise ValueError(f"--algorithms: bad option {opt!r} in {item!r}; use key=value with key in "
-                                 "eta, alpha, gamma, lam, n_iter")
+                                 "eta, alpha, gamma, lam, n_iter, sigma")
             kwargs[key] = value
         for key, value in list(kwargs.items()):
             if key == "eta" and value == "best":
@@ -338,7 +353,7 @@ def parse_references(spec: str, *, n_iter: dict[str, int] | None = None, lam: fl
                 kwargs[key] = best_eta(fit, int(kwargs["n_iter"]))
             else:
                 kwargs[key] = int(value) if key == "n_iter" else float(value)
-        ref = reference(name, **kwargs)
+        ref = reference(name, task=getattr(fit, "task", None), **kwargs)
         shown = [f"{o.partition('=')[0]}={kwargs[o.partition('=')[0]]:.4g}" for o in opts]
         out.append(replace(ref, name=f"{name}[{','.join(shown)}]") if opts else ref)
     if not out:

@@ -25,7 +25,12 @@ import torch
 from constructions.model import ATTENTION_KINDS, MLP_KINDS, NORMS, ModelConfig
 
 FORMATS = ("interleaved", "example")
-TASK_KINDS = ("isotropic", "anisotropic")
+TASK_KINDS = ("isotropic", "anisotropic", "noise_mixture", "sparse", "pool", "representation")
+# Fields that only some task kinds read: kind -> its fields (each defaults to "unused", and a field
+# given for another kind is an error). Defaults are left out of the hashed config, so run ids of
+# isotropic / anisotropic runs are the ones they had before these kinds existed.
+KIND_FIELDS = {"noise_mixture": ("noise_levels", "noise_probs"), "sparse": ("k",),
+               "pool": ("pool_size", "pool_seed"), "representation": ("phi_depth", "phi_width", "phi_seed")}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DATA_ON = ("device", "cpu")
 MASK_OF_FORMAT = {"interleaved": "causal", "example": "exclude_query"}
@@ -86,6 +91,12 @@ def _section(cls, name: str, data) -> dict:
 
 @dataclass(frozen=True)
 class TaskSpec:
+    """The data: ``kind`` isotropic / anisotropic (synthetic.regression), or one of the in-context
+    kinds of synthetic.tasks: noise_mixture (sigma drawn per prompt from noise_levels with prior
+    noise_probs), sparse (k nonzero coordinates of w), pool (w from a fixed pool of pool_size
+    vectors, pool_seed), representation (y = w . Phi(x), Phi a fixed random ReLU network of
+    phi_depth layers of phi_width units, phi_seed). x ~ N(0, I_d) for the in-context kinds."""
+
     d: int = 8
     n_points: int = 16  # points per prompt; the last is the query in the "example" format
     noise_std: float = 0.0
@@ -95,6 +106,14 @@ class TaskSpec:
     w_std: float = 1.0
     format: str = "interleaved"
     eval_batch_size: int = 256
+    noise_levels: tuple[float, ...] = ()  # noise_mixture: sigma_m, each >= 0
+    noise_probs: tuple[float, ...] = ()  # noise_mixture: their prior (empty: uniform)
+    k: int = 0  # sparse: nonzero coordinates of w, 1 <= k <= d
+    pool_size: int = 0  # pool: number of weight vectors in the fixed pool
+    pool_seed: int = 0  # pool: seed of the pool
+    phi_depth: int = 1  # representation: ReLU layers of Phi
+    phi_width: int = 16  # representation: units per layer (the feature dimension)
+    phi_seed: int = 0  # representation: seed of Phi
 
     def __post_init__(self):
         _int("task.d", self.d, 1)
@@ -102,17 +121,67 @@ class TaskSpec:
         _real("task.noise_std", self.noise_std, 0.0)
         _choice("task.kind", self.kind, TASK_KINDS)
         _real("task.condition_number", self.condition_number, 1.0)
-        if self.kind == "isotropic" and self.condition_number != 1.0:
-            raise ConfigError("task.condition_number must be 1.0 when task.kind = 'isotropic' "
+        if self.kind != "anisotropic" and self.condition_number != 1.0:
+            raise ConfigError(f"task.condition_number must be 1.0 when task.kind = {self.kind!r} "
                               f"(use 'anisotropic'), got {self.condition_number}")
+        self._check_kind_fields()
         _int("task.basis_seed", self.basis_seed, 0)
         _real("task.w_std", self.w_std, 0.0, open_lo=True)
         _choice("task.format", self.format, FORMATS)
         _int("task.eval_batch_size", self.eval_batch_size, 1)
 
+    def _check_kind_fields(self) -> None:
+        for name in ("noise_levels", "noise_probs"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        for kind, names in KIND_FIELDS.items():
+            for name in names:
+                if kind != self.kind and getattr(self, name) != _TASK_DEFAULTS[name]:
+                    raise ConfigError(f"task.{name} applies to task.kind = {kind!r} only, got it with "
+                                      f"task.kind = {self.kind!r}")
+        if self.kind == "noise_mixture":
+            self._check_mixture()
+        if self.kind == "sparse" and _int("task.k", self.k, 1) > self.d:
+            raise ConfigError(f"task.k must be an integer in [1, task.d = {self.d}] for a sparse task, got {self.k}")
+        if self.kind == "pool":
+            _int("task.pool_size", self.pool_size, 1)
+            _int("task.pool_seed", self.pool_seed, 0)
+        if self.kind == "representation":
+            for name in ("phi_depth", "phi_width"):
+                _int(f"task.{name}", getattr(self, name), 1)
+            _int("task.phi_seed", self.phi_seed, 0)
+
+    def _check_mixture(self) -> None:
+        for name in ("noise_levels", "noise_probs"):
+            if not isinstance(getattr(self, name), tuple):
+                raise ConfigError(f"task.{name} must be a list of numbers, got {getattr(self, name)!r}")
+        if not self.noise_levels:
+            raise ConfigError("task.noise_levels must list at least one noise level for task.kind = 'noise_mixture'")
+        levels = tuple(_real(f"task.noise_levels[{m}]", s, 0.0) for m, s in enumerate(self.noise_levels))
+        probs = tuple(_real(f"task.noise_probs[{m}]", p, 0.0, open_lo=True) for m, p in enumerate(self.noise_probs))
+        if probs and (len(probs) != len(levels) or abs(sum(probs) - 1.0) > 1e-9):
+            raise ConfigError(f"task.noise_probs must be {len(levels)} positive numbers summing to 1 (or empty "
+                              f"for uniform), got {list(self.noise_probs)}")
+        if self.noise_std != 0.0:
+            raise ConfigError("task.noise_std must be 0 when task.kind = 'noise_mixture' (give task.noise_levels)")
+        object.__setattr__(self, "noise_levels", levels)
+        object.__setattr__(self, "noise_probs", probs)
+
+    def resolved(self) -> dict:
+        """The fields as hashed and stored: the kind-specific ones only where they differ from the
+        defaults (so configs written before those fields existed keep their run ids)."""
+        out = dataclasses.asdict(self)
+        for name in (n for names in KIND_FIELDS.values() for n in names):
+            if out[name] == _TASK_DEFAULTS[name]:
+                del out[name]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
     @property
     def n_tokens(self) -> int:
         return 2 * self.n_points if self.format == "interleaved" else self.n_points
+
+
+_TASK_DEFAULTS = {f.name: f.default for f in fields(TaskSpec)}
 
 
 @dataclass(frozen=True)
@@ -241,6 +310,9 @@ class RunConfig:
         if cur is not None and (cur.dims_start > self.task.d or cur.points_start > self.task.n_points):
             raise ConfigError(f"train.curriculum.dims_start ({cur.dims_start}) must be <= task.d ({self.task.d}) "
                               f"and points_start ({cur.points_start}) <= task.n_points ({self.task.n_points})")
+        if cur is not None and self.task.kind in KIND_FIELDS and cur.dims_start < self.task.d:
+            raise ConfigError(f"train.curriculum.dims_start must equal task.d ({self.task.d}) when task.kind = "
+                              f"{self.task.kind!r} (only the number of points can grow), got {cur.dims_start}")
         if cur is not None and self.task.format == "example" and cur.points_start < 2:
             raise ConfigError("train.curriculum.points_start must be >= 2 when task.format = 'example'")
         try:
@@ -261,7 +333,7 @@ class RunConfig:
                    train=TrainSpec(**train))
 
     def to_dict(self) -> dict:
-        return {"task": dataclasses.asdict(self.task), "model": dataclasses.asdict(self.model),
+        return {"task": self.task.resolved(), "model": dataclasses.asdict(self.model),
                 "train": dataclasses.asdict(self.train)}
 
     @property
