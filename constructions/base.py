@@ -10,8 +10,8 @@ stated bound; :func:`mutate` perturbs one weight matrix so that a check which ca
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor

@@ -25,8 +25,16 @@ import torch
 
 from constructions import algorithms, domains
 from constructions import model as M
-from constructions.base import Built, Case, Construction, paint_head, positive_float, positive_int
-from constructions.base import require, scaled_error
+from constructions.base import (
+    Built,
+    Case,
+    Construction,
+    paint_head,
+    positive_float,
+    positive_int,
+    require,
+    scaled_error,
+)
 from constructions.preconditioned_gd import config, embedding, paint_gd_step
 from constructions.tokens import example_tokens
 

@@ -44,8 +44,18 @@ import torch
 
 from constructions import algorithms, domains
 from constructions import model as M
-from constructions.base import Built, Case, Construction, Sweep, paint_head, positive_float, positive_int
-from constructions.base import scaled_error, selector, unit
+from constructions.base import (
+    Built,
+    Case,
+    Construction,
+    Sweep,
+    paint_head,
+    positive_float,
+    positive_int,
+    scaled_error,
+    selector,
+    unit,
+)
 from constructions.tokens import example_tokens
 
 

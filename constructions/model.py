@@ -47,13 +47,30 @@ from torch.nn import functional as F
 # The config and the typed weights live in their own modules; they are re-exported here so that
 # `from constructions import model as M` gives the whole surface (M.ModelConfig, M.init, ...).
 from constructions.config import (  # noqa: F401
-    ATTENTION_KINDS, MASKS, MLP_INPUTS, MLP_KINDS, NORMS, QK_SOURCES, Layout, ModelConfig,
+    ATTENTION_KINDS,
+    MASKS,
+    MLP_INPUTS,
+    MLP_KINDS,
+    NORMS,
+    QK_SOURCES,
+    Layout,
+    ModelConfig,
 )
 from constructions.weights import (  # noqa: F401
-    MLP, Attention, Block, Norm, Weights, check_weights, from_state_dict, init, load_weights,
-    save_weights, to_state_dict, weight_shapes, zeros,
+    MLP,
+    Attention,
+    Block,
+    Norm,
+    Weights,
+    check_weights,
+    from_state_dict,
+    init,
+    load_weights,
+    save_weights,
+    to_state_dict,
+    weight_shapes,
+    zeros,
 )
-
 
 # ----------------------------------------------------------------------------------------------
 # The forward pass

@@ -38,8 +38,19 @@ import torch
 
 from constructions import algorithms, domains
 from constructions import model as M
-from constructions.base import Built, Case, Construction, paint_head, paint_mlp, positive_float, positive_int
-from constructions.base import require, scaled_error, selector, unit
+from constructions.base import (
+    Built,
+    Case,
+    Construction,
+    paint_head,
+    paint_mlp,
+    positive_float,
+    positive_int,
+    require,
+    scaled_error,
+    selector,
+    unit,
+)
 from constructions.tokens import example_tokens
 
 

@@ -28,8 +28,17 @@ import torch
 
 from constructions import algorithms, domains
 from constructions import model as M
-from constructions.base import Built, Case, Construction, paint_head, positive_int, require, scaled_error
-from constructions.base import selector, unit
+from constructions.base import (
+    Built,
+    Case,
+    Construction,
+    paint_head,
+    positive_int,
+    require,
+    scaled_error,
+    selector,
+    unit,
+)
 from constructions.tokens import example_tokens
 
 

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-from constructions import gd, gd_plus_plus, gd_relu, gd_softmax, newton, positional_scan, positional_sort
-from constructions import mpnn_attention, mpnn_selection, norm_equivalence, preconditioned_gd, ridge_newton
-from constructions import ridge_sherman_morrison, universal_approx
+from constructions import (
+    gd,
+    gd_plus_plus,
+    gd_relu,
+    gd_softmax,
+    mpnn_attention,
+    mpnn_selection,
+    newton,
+    norm_equivalence,
+    positional_scan,
+    positional_sort,
+    preconditioned_gd,
+    ridge_newton,
+    ridge_sherman_morrison,
+    universal_approx,
+)
 from constructions.base import Construction
 
 CONSTRUCTIONS: dict[str, Construction] = {

@@ -31,8 +31,7 @@ import torch
 
 from constructions import algorithms, domains
 from constructions import model as M
-from constructions.base import Built, Case, Construction, positive_float, positive_int
-from constructions.base import selector, unit
+from constructions.base import Built, Case, Construction, positive_float, positive_int, selector, unit
 from constructions.newton import check_alpha, check_domain, config, newton_errors, paint_newton_layers
 from constructions.tokens import example_tokens
 

@@ -53,8 +53,18 @@ from torch import Tensor
 
 from constructions import baselines, domains
 from constructions import model as M
-from constructions.base import Built, Case, Construction, paint_head, paint_mlp, positive_float, positive_int
-from constructions.base import scaled_error, selector, unit
+from constructions.base import (
+    Built,
+    Case,
+    Construction,
+    paint_head,
+    paint_mlp,
+    positive_float,
+    positive_int,
+    scaled_error,
+    selector,
+    unit,
+)
 from constructions.tokens import example_tokens
 
 SCRATCH = ("xb", "ub", "ua", "ra", "g", "gr")

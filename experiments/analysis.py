@@ -26,8 +26,8 @@ Glossary: B prompts, N context examples, d input dimension, L layers, I + 1 iter
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import pandas as pd
 import torch

@@ -89,8 +89,8 @@ def compare_command(args) -> int:
 
 def plot_command(args) -> int:
     _agg()
-    from experiments import analysis_runs as ar
     from experiments import analysis_figures as af
+    from experiments import analysis_runs as ar
 
     if args.kind not in af.KINDS:
         raise ValueError(f"unknown plot kind {args.kind!r}; kinds are {', '.join(af.KINDS)}")

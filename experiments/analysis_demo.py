@@ -30,8 +30,8 @@ from constructions import newton as newton_construction
 from constructions.base import run_check
 from constructions.registry import CONSTRUCTIONS
 from experiments import analysis as an
-from experiments import analysis_runs as ar
 from experiments import analysis_figures as af
+from experiments import analysis_runs as ar
 
 
 def demo_sweep(tiny: bool) -> dict:

@@ -34,11 +34,11 @@ from __future__ import annotations
 import io
 import math
 import numbers
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import tomllib
 import torch
 
 from experiments import train_seq as TS

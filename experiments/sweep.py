@@ -36,9 +36,10 @@ import copy
 import itertools
 import json
 import time
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+
+import tomllib
 
 from experiments import store as st
 from experiments.config import ConfigError, RunConfig, _bool, _choice, _int

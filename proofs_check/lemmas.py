@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import sympy
 import torch

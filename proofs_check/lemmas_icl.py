@@ -15,7 +15,7 @@ and algorithm differ, so ``proofs_check.lemmas.run_all`` can run these lemmas be
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import sympy
 from sympy import Matrix, Rational, Symbol

@@ -35,8 +35,8 @@ residuals are T x D DomainMatrices (:func:`to_matrix` turns them back into Matri
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence, Union
 
 import sympy
 import torch
@@ -45,7 +45,7 @@ from sympy.polys.matrices import DomainMatrix
 from constructions import model as M
 from constructions.base import Built
 
-SymTensor = Union[sympy.Matrix, list]  # a Matrix, or one Matrix per head
+SymTensor = sympy.Matrix | list  # a Matrix, or one Matrix per head
 SUPPORTED = {"attention": ("linear",), "mlp": ("none", "identity"), "norm": ("none",)}
 
 

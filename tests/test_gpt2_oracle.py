@@ -27,7 +27,12 @@ transformers = pytest.importorskip("transformers")
 
 from constructions import hf  # noqa: E402
 from constructions.model import (  # noqa: E402
-    ModelConfig, forward, from_state_dict, load_weights, save_weights, to_state_dict,
+    ModelConfig,
+    forward,
+    from_state_dict,
+    load_weights,
+    save_weights,
+    to_state_dict,
 )
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}

@@ -13,8 +13,21 @@ import torch
 
 from constructions import tokens as tk
 from constructions.model import (
-    Layout, ModelConfig, block, embed, forward, from_state_dict, init, load_weights, mlp, norm, readout,
-    save_weights, to_state_dict, weight_shapes, zeros,
+    Layout,
+    ModelConfig,
+    block,
+    embed,
+    forward,
+    from_state_dict,
+    init,
+    load_weights,
+    mlp,
+    norm,
+    readout,
+    save_weights,
+    to_state_dict,
+    weight_shapes,
+    zeros,
 )
 
 E = math.e

@@ -10,9 +10,18 @@ from hypothesis import strategies as st
 
 from synthetic import strategies as sts
 from synthetic.regression import make_generators
-from synthetic.tasks import (NoiseMixtureTask, NoisyRegressionBatch, PoolBatch, RepresentationBatch,
-                             RepresentationTask, SoftmaxBatch, SoftmaxRegressionTask, SparseRegressionTask,
-                             TaskPoolTask, sample)
+from synthetic.tasks import (
+    NoiseMixtureTask,
+    NoisyRegressionBatch,
+    PoolBatch,
+    RepresentationBatch,
+    RepresentationTask,
+    SoftmaxBatch,
+    SoftmaxRegressionTask,
+    SparseRegressionTask,
+    TaskPoolTask,
+    sample,
+)
 
 F64 = torch.float64
 TASKS = [
