@@ -21,7 +21,7 @@ from experiments import analysis_interp as ai
 from experiments import analysis_metrics as am
 from experiments import analysis_probes as ap
 from experiments import analysis_runs as ar
-from experiments import plots
+from experiments import plots, plots_icl
 
 KINDS = ("errors", "heatmap", "probes", "rates", "interpolation")
 HEATMAP_ALGORITHMS = ("gd", "newton")
@@ -151,10 +151,12 @@ def interpolation(runs: list[ar.Run], out: Path, n_prompts: int = 512) -> list[P
     return [plots.save(ax, data, out / "interpolation")[0]]
 
 
-DRAW = {"errors": errors, "heatmap": heatmap, "probes": probes, "rates": rates, "interpolation": interpolation}
+DRAW = {"errors": errors, "heatmap": heatmap, "probes": probes, "rates": rates, "interpolation": interpolation,
+        # in-context task kinds only, so not in KINDS (which the demo draws for every run)
+        "noise": plots_icl.noise, "pool": plots_icl.pool, "representation": plots_icl.representation}
 
 
 def draw(kind: str, runs: list[ar.Run], out, n_prompts: int = 512) -> list[Path]:
     if kind not in DRAW:
-        raise ValueError(f"unknown plot kind {kind!r}; kinds are {', '.join(KINDS)}")
+        raise ValueError(f"unknown plot kind {kind!r}; kinds are {', '.join(DRAW)}")
     return DRAW[kind](runs, Path(out), n_prompts=n_prompts)
