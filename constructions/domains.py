@@ -54,3 +54,14 @@ def spectral_norm_max(x: Tensor) -> float:
     """max over prompts of |X^T X / N|_2 for x (B, N, d)."""
     S = x.transpose(-1, -2) @ x / x.shape[-2]
     return float(torch.linalg.eigvalsh(S)[..., -1].max())
+
+
+def gd_prompts(gen: torch.Generator, d: int | None, n: int | None, depth: int | None,
+               radius_range: tuple[float, float] = (0.5, 2.0)):
+    """The GD family's domain, drawn in this order: sizes, a radius, prompts in that ball, and a
+    stable step eta in [0.05, 1.9] / radius^2. Returns (d, depth, radius, eta, x, y, x_query)."""
+    d, n, depth = draw_sizes(gen, d, n, depth)
+    radius = draw_float(gen, *radius_range)
+    x, y, x_query = regression_prompts(gen, d, n, radius)
+    eta = draw_float(gen, 0.05, 1.9) / radius**2
+    return d, depth, radius, eta, x, y, x_query

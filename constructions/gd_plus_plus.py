@@ -76,10 +76,7 @@ def errors(built: Built, case: Case) -> dict[str, float]:
 
 def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
            depth: int | None = None) -> Case:
-    d, n, depth = domains.draw_sizes(gen, d, n, depth)
-    radius = domains.draw_float(gen, 0.5, 2.0)
-    x, y, x_query = domains.regression_prompts(gen, d, n, radius)
-    eta = domains.draw_float(gen, 0.05, 1.9) / radius**2
+    d, depth, radius, eta, x, y, x_query = domains.gd_prompts(gen, d, n, depth)
     gamma = domains.draw_float(gen, 0.0, 0.9) / radius**2
     return Case({"d": d, "n_steps": depth, "eta": eta, "gamma": gamma}, x, y, x_query)
 

@@ -110,10 +110,7 @@ def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
            depth: int | None = None) -> Case:
     """Inputs in a ball of radius in [0.5, 1] (so |eps a| stays small over the sweep), stable eta,
     and eps = 1e-5 (the sweep replaces it; at 1e-5 the error is round-off, ~1e-11, under the bound)."""
-    d, n, depth = domains.draw_sizes(gen, d, n, depth)
-    radius = domains.draw_float(gen, 0.5, 1.0)
-    x, y, x_query = domains.regression_prompts(gen, d, n, radius)
-    eta = domains.draw_float(gen, 0.05, 1.9) / radius**2
+    d, depth, _, eta, x, y, x_query = domains.gd_prompts(gen, d, n, depth, radius_range=(0.5, 1.0))
     return Case({"d": d, "n_steps": depth, "eta": eta, "eps": 1e-5}, x, y, x_query)
 
 

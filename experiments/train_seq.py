@@ -30,19 +30,13 @@ from torch import Tensor
 
 from constructions.model import ModelConfig, forward, init
 from experiments.optim import FlatSpec, Hyper, adamw, clip_coef, grad_norms, lr_at
+from experiments.train import derive_seed
 from synthetic.algorithmic import AlgorithmicTask, ValueRange, sample
 
 MODEL_KINDS = ("positional", "standard")
 INIT_STREAM, DATA_STREAM, EVAL_STREAM = 0, 1, 2
 HYPER_DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "warmup": 0,
                   "total": 1, "min_lr_ratio": 0.1, "clip": 1.0}
-
-
-def derive_seed(seed: int, stream: int) -> int:
-    """Independent 63-bit seeds for a model's init, data and evaluation streams."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 @dataclass(frozen=True)
