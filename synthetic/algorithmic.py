@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from constructions import sequence_algorithms as S
-from synthetic.regression import make_generators
+from synthetic.regression import check_sample_arguments, make_generators
 
 TASK_KINDS = ("cumsum", "cummin", "cummax", "sort", "median", "cummedian", "max_subarray",
               "cum_max_subarray")
@@ -227,12 +227,7 @@ def _check_generators(generators, batch_size, dtype, device) -> torch.device:
     if isinstance(generators, torch.Generator) or not isinstance(generators, Sequence) or not generators:
         raise TypeError("sample: generators must be a non-empty list of torch.Generator (one per model), "
                         f"got {generators!r}")
-    for k, g in enumerate(generators):
-        if not isinstance(g, torch.Generator):
-            raise TypeError(f"sample: generators[{k}] must be a torch.Generator, got {type(g).__name__}")
-    _check_int("sample: batch_size", batch_size, lo=1)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"sample: dtype must be a floating-point torch.dtype, got {dtype!r}")
+    check_sample_arguments(generators, batch_size, dtype)
     if device is not None:
         return torch.device(device)
     devices = sorted({str(g.device) for g in generators})

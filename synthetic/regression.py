@@ -264,12 +264,7 @@ def _check_sample_args(task, generators, batch_size, dtype) -> None:
         )
     if len(generators) == 0:
         raise ValueError("sample: generators must hold at least one torch.Generator (one per model), got []")
-    for k, g in enumerate(generators):
-        if not isinstance(g, torch.Generator):
-            raise TypeError(f"sample: generators[{k}] must be a torch.Generator, got {type(g).__name__}")
-    _check_int("sample: batch_size", batch_size, lo=1)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"sample: dtype must be a floating-point torch.dtype, got {dtype!r}")
+    check_sample_arguments(generators, batch_size, dtype)
 
 
 def _target_device(generators: Sequence[torch.Generator], device) -> torch.device:
@@ -281,3 +276,13 @@ def _target_device(generators: Sequence[torch.Generator], device) -> torch.devic
             f"sample: generators are on several devices {devices}; pass device= to say where the batch goes"
         )
     return torch.device(devices[0])
+
+
+def check_sample_arguments(generators, batch_size: int, dtype) -> None:
+    """The checks every task's ``sample`` shares: one torch.Generator per model, batch size, dtype."""
+    for k, g in enumerate(generators):
+        if not isinstance(g, torch.Generator):
+            raise TypeError(f"sample: generators[{k}] must be a torch.Generator, got {type(g).__name__}")
+    _check_int("sample: batch_size", batch_size, lo=1)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"sample: dtype must be a floating-point torch.dtype, got {dtype!r}")

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from synthetic.regression import RegressionBatch, _check_int, _check_real, _target_device
+from synthetic.regression import RegressionBatch, _check_int, _check_real, _target_device, check_sample_arguments
 
 F64 = torch.float64
 
@@ -329,9 +329,4 @@ def _check_args(task, generators, batch_size, dtype) -> None:
         raise TypeError(f"sample: task must be one of {[t.__name__ for t in TASKS]}, got {type(task).__name__}")
     if isinstance(generators, torch.Generator) or not isinstance(generators, Sequence) or not generators:
         raise TypeError("sample: generators must be a non-empty list of torch.Generator (one per model)")
-    for k, g in enumerate(generators):
-        if not isinstance(g, torch.Generator):
-            raise TypeError(f"sample: generators[{k}] must be a torch.Generator, got {type(g).__name__}")
-    _check_int("sample: batch_size", batch_size, lo=1)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"sample: dtype must be a floating-point torch.dtype, got {dtype!r}")
+    check_sample_arguments(generators, batch_size, dtype)
