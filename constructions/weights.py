@@ -185,13 +185,26 @@ def check_weights(cfg: ModelConfig, w: Weights) -> None:
 
 
 def save_weights(path, cfg: ModelConfig, w: Weights) -> None:
-    """Write weights as safetensors (no pickle); the config travels in the JSON header."""
+    """Write weights as safetensors (no pickle); the config travels in the JSON header. Atomic: the
+    bytes go to a temporary file beside ``path``, renamed over it once complete, so a reader never
+    sees a half-written file."""
     import json
+    import os
 
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in to_state_dict(w).items()}
-    save_file(tensors, str(path), metadata={"ttb_config": json.dumps(cfg.to_dict())})
+    data = save(tensors, metadata={"ttb_config": json.dumps(cfg.to_dict())})
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def load_weights(path, device=None) -> tuple[ModelConfig, Weights]:

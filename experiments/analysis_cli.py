@@ -9,9 +9,10 @@
     ``nmse``, ``model_cosine`` and ``algorithms: {name: {best_iteration_per_layer: [...], ...}}``.
     Algorithm options: ``gd:eta=0.5``, ``gd:eta=best:n_iter=1``, ``newton:alpha=0.1``, ``ridge:lam=0.25``.
 ``ttb plot KIND DIR [--out FOLDER]``
-    KIND is errors, heatmap, probes, rates, interpolation, noise, pool or representation (the last
-    three for the noisy / noise-mixture, task-pool and representation sweeps); figures go to FOLDER (default
-    DIR/figures) as PNG, SVG and CSV.
+    KIND is errors, heatmap, probes, rates, interpolation, noise, pool, representation (the last
+    three for the noisy / noise-mixture, task-pool and representation sweeps) or approx (DIR is the
+    output of `ttb approx`; its figures are redrawn from comparison.csv and curves.csv); figures go
+    to FOLDER (default DIR/figures) as PNG, SVG and CSV.
 ``ttb demo [--out DIR] [--tiny]``
     Checks, a small batched sweep, the comparisons, every plot and an index.html (see
     experiments.analysis_demo).
@@ -44,7 +45,7 @@ def register(sub) -> None:
     c.set_defaults(func=compare_command)
     p = sub.add_parser("plot", help="figures of a run or sweep directory (PNG + SVG + CSV)",
                        description=_section("plot"), formatter_class=raw)
-    p.add_argument("kind", help="errors, heatmap, probes, rates, interpolation, noise, pool or representation")
+    p.add_argument("kind", help="errors, heatmap, probes, rates, interpolation, noise, pool, representation or approx")
     p.add_argument("dir", help="a run or sweep directory (for rates: any folder, used for the output)")
     p.add_argument("--out", default=None, help="output folder (default DIR/figures)")
     p.add_argument("--prompts", type=int, default=512, help="evaluation prompts per run (default 512)")
@@ -93,11 +94,16 @@ def plot_command(args) -> int:
     from experiments import analysis_figures as af
     from experiments import analysis_runs as ar
 
-    if args.kind not in af.DRAW:
-        raise ValueError(f"unknown plot kind {args.kind!r}; kinds are {', '.join(af.DRAW)}")
-    runs = [] if args.kind == "rates" else [ar.load_run(d) for d in ar.find_runs(args.dir)]
+    if args.kind not in af.DRAW and args.kind != "approx":
+        raise ValueError(f"unknown plot kind {args.kind!r}; kinds are {', '.join(af.DRAW)}, approx")
     out = Path(args.out) if args.out else Path(args.dir) / "figures"
-    paths = af.draw(args.kind, runs, out, n_prompts=args.prompts)
+    if args.kind == "approx":
+        from experiments import plots_approx
+
+        paths = plots_approx.redraw(args.dir, out)
+    else:
+        runs = [] if args.kind == "rates" else [ar.load_run(d) for d in ar.find_runs(args.dir)]
+        paths = af.draw(args.kind, runs, out, n_prompts=args.prompts)
     for path in paths:
         print(path)
     if not paths:

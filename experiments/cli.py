@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "experiments.sweep_cli",  # ttb sweep | runs | export
     "experiments.analysis_cli",  # ttb compare | plot | demo
     "experiments.ood_cli",  # ttb ood
+    "experiments.approx_cli",  # ttb approx
 )
 
 

@@ -40,6 +40,22 @@ class ConfigError(ValueError):
     """A sweep or run config field is wrong; the message names it and the allowed values."""
 
 
+def read_toml(path, what: str = "config file") -> dict:
+    """The TOML file at ``path`` as a dict: FileNotFoundError if it is missing, ConfigError (with
+    the parser's line and column) if it is not TOML."""
+    from pathlib import Path
+
+    import tomllib
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+
+
 # ----------------------------------------------------------------------------------------------
 # Field checks
 

@@ -38,11 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import tomllib
 import torch
 
 from experiments import train_seq as TS
-from experiments.config import ConfigError
+from experiments.config import ConfigError, read_toml
 from synthetic.algorithmic import TASK_KINDS, AlgorithmicTask, OODProtocol, ValueRange
 
 TABLE_COLUMNS = ("model_kind", "task", "n", "c", "median_error", "worst_error")
@@ -193,14 +192,8 @@ def _parse_shape(model: dict) -> dict:
 
 
 def load_config(path) -> OODConfig:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    return parse_config(data, default_name=path.stem)
+    data = read_toml(path)
+    return parse_config(data, default_name=Path(path).stem)
 
 
 # ----------------------------------------------------------------------------------------------

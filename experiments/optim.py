@@ -16,6 +16,7 @@ Glossary: K models, P parameters per model. Pure functions; no I/O, no loops ove
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -24,6 +25,8 @@ from torch import Tensor
 from constructions.model import ModelConfig, Weights, from_state_dict, to_state_dict, weight_shapes
 
 CLIP_EPS = 1e-6  # as torch.nn.utils.clip_grad_norm_
+HYPER_DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "warmup": 0,
+                  "total": 1, "min_lr_ratio": 0.1, "clip": 1.0}
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,11 @@ class FlatSpec:
 
     @classmethod
     def of(cls, cfg: ModelConfig) -> FlatSpec:
-        shapes = weight_shapes(cfg, 1)
+        return cls.of_shapes(weight_shapes(cfg, 1))
+
+    @classmethod
+    def of_shapes(cls, shapes: dict[str, tuple[int, ...]]) -> FlatSpec:
+        """From any ``{key: (1, ...)}`` shape contract (e.g. ``constructions.mpnn.weight_shapes``)."""
         return cls(tuple(shapes), tuple(s[1:] for s in shapes.values()))
 
     @property
@@ -48,14 +55,22 @@ class FlatSpec:
 
     def flatten(self, w: Weights) -> Tensor:
         """Typed weights (K, ...) -> theta (K, P)."""
-        sd = to_state_dict(w)
-        return torch.cat([sd[key].reshape(w.K, -1) for key in self.keys], dim=1)
+        return self.flatten_dict(to_state_dict(w))
+
+    def views(self, theta: Tensor) -> dict[str, Tensor]:
+        """theta (K, P) -> {key: (K, ...)} views of theta (a flat weight dict)."""
+        K = theta.shape[0]
+        pieces = theta.split(self.sizes, dim=1)
+        return {k: p.view(K, *s) for k, p, s in zip(self.keys, pieces, self.shapes)}
+
+    def flatten_dict(self, w: dict[str, Tensor]) -> Tensor:
+        """{key: (K, ...)} -> theta (K, P)."""
+        K = w[self.keys[0]].shape[0]
+        return torch.cat([w[key].reshape(K, -1) for key in self.keys], dim=1)
 
     def unflatten(self, theta: Tensor) -> Weights:
         """theta (K, P) -> typed weights whose tensors are views of theta."""
-        K = theta.shape[0]
-        pieces = theta.split(self.sizes, dim=1)
-        return from_state_dict({k: p.view(K, *s) for k, p, s in zip(self.keys, pieces, self.shapes)})
+        return from_state_dict(self.views(theta))
 
     def decay_mask(self, dtype=torch.float32, device=None) -> Tensor:
         """(P,) 1 on matrices (decayed, as in GPT-2 training), 0 on biases and norm gains."""
@@ -83,6 +98,14 @@ class Hyper:
         """One dict per model with a value for every field -> (K,) tensors."""
         return cls(**{f.name: torch.tensor([float(r[f.name]) for r in rows], dtype=dtype, device=device)
                       for f in fields(cls)})
+
+
+def hyper_rows(hypers: Sequence[dict], steps: int) -> list[dict]:
+    """Fill each model's hyperparameters with the defaults (``total`` defaults to ``steps``)."""
+    unknown = {k for h in hypers for k in h} - set(HYPER_DEFAULTS)
+    if unknown:
+        raise ValueError(f"hyperparameters: unknown fields {sorted(unknown)}; known: {sorted(HYPER_DEFAULTS)}")
+    return [{**HYPER_DEFAULTS, "total": steps, **h} for h in hypers]
 
 
 def lr_at(hp: Hyper, t: Tensor) -> Tensor:
@@ -121,3 +144,28 @@ def adamw(theta: Tensor, m: Tensor, v: Tensor, g: Tensor, t: Tensor, lr: Tensor,
     bias2 = 1 - hp.beta2.pow(n)
     denom = v.sqrt() / col(bias2.sqrt()) + col(hp.eps)
     return theta - col(lr / bias1) * m / denom, m, v
+
+
+def masked_step(per_model_loss):
+    """The pure training step for K independent models, from ``per_model_loss(theta, *batch) -> (K,)``.
+
+    The gradient is that of the sum of the live models' losses, so row k of it is model k's own
+    gradient; a model whose loss or gradient norm turns non-finite keeps its weights and is marked
+    dead (``alive`` False) from then on. No host synchronisation. Returns
+    ``step(theta, m, v, t, alive, batch, hp, decay) -> (theta, m, v, alive, losses)``."""
+
+    def total(theta, alive, *batch):
+        per = per_model_loss(theta, *batch)
+        return torch.where(alive, per, torch.zeros_like(per)).sum(), per
+
+    grad_fn = torch.func.grad(total, has_aux=True)
+
+    def step(theta, m, v, t, alive, batch: tuple, hp: Hyper, decay):
+        g, per = grad_fn(theta, alive, *batch)
+        norms = grad_norms(g)
+        ok = alive & torch.isfinite(per) & torch.isfinite(norms)
+        new = adamw(theta, m, v, g * clip_coef(norms, hp.clip)[:, None], t, lr_at(hp, t), hp, decay)
+        theta, m, v = (torch.where(ok[:, None], a, b) for a, b in zip(new, (theta, m, v)))
+        return theta, m, v, ok, per
+
+    return step

@@ -155,15 +155,24 @@ def heatmaps(data: pd.DataFrame, *, col: str = "algorithm", x: str = "iteration"
 
 
 def rates(data: pd.DataFrame, *, x: str = "x", y: str = "value", hue: str = "model", ax=None,
-          axis: str = "log"):
+          axis: str = "log", palette: dict | None = None):
     """Construction error against a swept parameter (temperature, width, depth): points per hue
-    level and the fitted line, slope in the legend; log-log (axis "log") or semilog-y ("linear")."""
+    level and the fitted line, slope in the legend; log-log (axis "log") or semilog-y ("linear").
+    A level with a single x value (one fixed size) gets its points and a tick at its smallest
+    error, labelled "(one size)", instead of a line; non-finite errors are left out. ``palette``
+    maps hue levels to colours (so a level keeps its colour across panels)."""
     ax = _ax(ax)
     for level in _hue_levels(data, hue):
         s = data if level is None else data[data[hue].astype(str) == level]
-        slope, icept = loglog_slope(s[x], s[y], axis)
-        pts = ax.scatter(s[x].astype(float), s[y].astype(float), s=12)
+        s = s[np.isfinite(s[y].astype(float))]  # a diverged model (inf) has no place on a log axis
+        color = (palette or {}).get(level)
+        pts = ax.scatter(s[x].astype(float), s[y].astype(float), s=12, color=color)
         grid = np.unique(s[x].astype(float))
+        if len(grid) < 2:  # one x value (a construction of fixed size): points, no line to fit
+            ax.plot(grid, s[y].astype(float).min() * np.ones_like(grid), ls="none", marker="_", ms=10,
+                    color=pts.get_facecolor()[0], label=f"{_label(level)} (one size)")
+            continue
+        slope, icept = loglog_slope(s[x], s[y], axis)
         fit = np.exp(icept + slope * (np.log(grid) if axis == "log" else grid))
         ax.plot(grid, fit, color=pts.get_facecolor()[0], label=f"{_label(level)} slope {slope:.2f}")
     ax.set_yscale("log")

@@ -39,10 +39,8 @@ import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-import tomllib
-
 from experiments import store as st
-from experiments.config import ConfigError, RunConfig, _bool, _choice, _int
+from experiments.config import ConfigError, RunConfig, _bool, _choice, _int, read_toml
 
 BACKENDS = ("local", "ray")
 SECTIONS = ("sweep", "task", "model", "train", "grid")
@@ -88,13 +86,7 @@ class Chunk:
 
 
 def load_sweep(path) -> Sweep:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"sweep file {path} does not exist")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    data = read_toml(path, "sweep file")
     return parse_sweep(data)
 
 

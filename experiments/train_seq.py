@@ -29,14 +29,13 @@ import torch
 from torch import Tensor
 
 from constructions.model import ModelConfig, forward, init
-from experiments.optim import FlatSpec, Hyper, adamw, clip_coef, grad_norms, lr_at
+from experiments.fit import fit
+from experiments.optim import HYPER_DEFAULTS, FlatSpec, hyper_rows  # noqa: F401  (HYPER_DEFAULTS: ood reads it here)
 from experiments.train import derive_seed
 from synthetic.algorithmic import AlgorithmicTask, ValueRange, sample
 
 MODEL_KINDS = ("positional", "standard")
 INIT_STREAM, DATA_STREAM, EVAL_STREAM = 0, 1, 2
-HYPER_DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "warmup": 0,
-                  "total": 1, "min_lr_ratio": 0.1, "clip": 1.0}
 
 
 @dataclass(frozen=True)
@@ -98,25 +97,14 @@ def predictions(out: Tensor, n_out: int) -> Tensor:
     return out[:, :, -n_out:, 0]
 
 
-def make_step(cfg: ModelConfig, spec: FlatSpec, n_out: int):
-    """The pure training step (tensors in, tensors out; no host synchronisation)."""
+def make_loss(cfg: ModelConfig, spec: FlatSpec, n_out: int):
+    """Per-model mean squared error (K,) of flat weights theta on (tokens, targets)."""
 
-    def total(theta, tokens, targets, alive):
+    def per_model(theta, tokens, targets):
         out = forward(cfg, spec.unflatten(theta), tokens).out
-        per = (predictions(out, n_out) - targets).pow(2).flatten(1).mean(1)  # (K,)
-        return torch.where(alive, per, torch.zeros_like(per)).sum(), per
+        return (predictions(out, n_out) - targets).pow(2).flatten(1).mean(1)
 
-    grad_fn = torch.func.grad(total, has_aux=True)
-
-    def step(theta, m, v, t, alive, tokens, targets, hp: Hyper, decay):
-        g, per = grad_fn(theta, tokens, targets, alive)
-        norms = grad_norms(g)
-        ok = alive & torch.isfinite(per) & torch.isfinite(norms)
-        new = adamw(theta, m, v, g * clip_coef(norms, hp.clip)[:, None], t, lr_at(hp, t), hp, decay)
-        theta, m, v = (torch.where(ok[:, None], a, b) for a, b in zip(new, (theta, m, v)))
-        return theta, m, v, ok, per
-
-    return step
+    return per_model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,14 +130,6 @@ class SeqResult:
         return self.spec.unflatten(self.theta)
 
 
-def hyper_rows(hypers: Sequence[dict], steps: int) -> list[dict]:
-    """Fill each model's hyperparameters with the defaults (``total`` defaults to ``steps``)."""
-    unknown = {k for h in hypers for k in h} - set(HYPER_DEFAULTS)
-    if unknown:
-        raise ValueError(f"hyperparameters: unknown fields {sorted(unknown)}; known: {sorted(HYPER_DEFAULTS)}")
-    return [{**HYPER_DEFAULTS, "total": steps, **h} for h in hypers]
-
-
 def init_theta(cfg: ModelConfig, spec: FlatSpec, seeds: Sequence[int], std: float, dtype, device) -> Tensor:
     """Model k drawn from its own generator (seeded by seeds[k]) alone: the same in a batch or alone."""
     gens = [torch.Generator().manual_seed(derive_seed(s, INIT_STREAM)) for s in seeds]
@@ -169,23 +149,16 @@ def train(kind: str, task: AlgorithmicTask, shape: SeqShape, seeds: Sequence[int
     device = torch.device(device)
     cfg = model_config(kind, task.n, shape)
     spec = FlatSpec.of(cfg)
-    hp = Hyper.stack(hyper_rows(hypers, steps), dtype=dtype, device=device)
-    decay = spec.decay_mask(dtype, device)
     theta = init_theta(cfg, spec, seeds, shape.init_std, dtype, device)
-    m, v = torch.zeros_like(theta), torch.zeros_like(theta)
-    alive = torch.ones(len(seeds), dtype=torch.bool, device=device)
-    recent = torch.zeros(len(seeds), dtype=dtype, device=device)
-    step = make_step(cfg, spec, task.n_out)
     gens = generators(seeds, DATA_STREAM, device)
-    window = max(1, min(log_every, steps))
-    for s in range(steps):
+
+    def batches(_step: int) -> tuple:
         batch = sample(task, gens, batch_size, device=device, dtype=dtype)
-        t = torch.tensor(s, dtype=torch.int64, device=device)
-        theta, m, v, alive, per = step(theta, m, v, t, alive, make_tokens(kind, batch.x, shape.scratch),
-                                       batch.y, hp, decay)
-        if s >= steps - window:
-            recent = recent + per.detach() / window
-    return SeqResult(kind, task, shape, cfg, spec, theta.detach(), tuple(seeds), recent.cpu(), alive.cpu())
+        return make_tokens(kind, batch.x, shape.scratch), batch.y
+
+    res = fit(make_loss(cfg, spec, task.n_out), theta, hypers, steps=steps, batches=batches,
+              decay=spec.decay_mask(dtype, device), log_every=log_every)
+    return SeqResult(kind, task, shape, cfg, spec, res.theta, tuple(seeds), res.final_loss, res.alive)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -278,6 +278,17 @@ def test_safetensors_round_trip_is_lossless(tmp_path, dtype):
     assert sd.keys() == sd2.keys() and all(sd2[k].dtype == dtype and torch.equal(sd[k], sd2[k]) for k in sd)
 
 
+def test_save_weights_replaces_a_file_whole_and_leaves_no_temporary_behind(tmp_path):
+    """Saving over an existing file gives the new weights and nothing else in the folder (the bytes
+    went to a temporary file renamed over the old one)."""
+    path = tmp_path / "w.safetensors"
+    save_weights(path, BIG, init(BIG, generators(0)))
+    new = init(BIG, generators(1))
+    save_weights(path, BIG, new)
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+    assert torch.equal(to_state_dict(load_weights(path)[1])["W_E"], to_state_dict(new)["W_E"])
+
+
 def test_load_weights_rejects_shapes_that_do_not_match_the_config(tmp_path):
     w = init(BIG, generators(0))
     save_weights(tmp_path / "w.safetensors", ModelConfig.from_dict({**BIG.to_dict(), "d_mlp": 32}), w)
