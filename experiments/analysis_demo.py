@@ -10,7 +10,10 @@ Steps, all under ``--out`` (default ``ttb-demo``):
    (a construction must come out as its own algorithm: similarity 1, difference 0);
 4. every plot kind (``figures/``: PNG, SVG and the CSV drawn from), and the one-layer shape trained
    again starting from the GD construction (how far the weights move);
-5. ``index.html``: one page with the tables and figures.
+5. a small ``ttb approx`` (``approx/``): one-layer transformers on a cosine and a kinked target
+   beside the universal-approximation construction, and MPNN + VN models imitating softmax
+   attention beside the power-sums and selection constructions (error vs width and depth);
+6. ``index.html``: one page with the tables and figures.
 
 ``--tiny`` trains two shapes (one seed each) for a few steps on smaller prompts: for CI, where the
 point is that every stage runs.
@@ -63,6 +66,19 @@ def check_table(tiny: bool) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def demo_approx(tiny: bool) -> dict:
+    """The demo's `ttb approx` config, as the dict a TOML file would parse to."""
+    steps = 3 if tiny else 500
+    return {"name": "demo_approx", "device": "cpu",
+            "transformer": {"targets": ["cosine", "abs"], "widths": [8] if tiny else [8, 32, 128],
+                            "construction_widths": [8, 32] if tiny else [8, 32, 128, 512], "lams": [8.0, 40.0],
+                            "seeds": [0] if tiny else [0, 1], "steps": steps, "batch_size": 64,
+                            "eval_inputs": 64 if tiny else 1024, "lr": 0.01},
+            "mpnn": {"attention": ["softmax"], "widths": [4] if tiny else [4, 16, 64], "depths": [1] if tiny else [1, 2, 3],
+                     "width_at": 16, "depth_at": 2, "seeds": [0] if tiny else [0, 1], "steps": steps,
+                     "eval_graphs": 16 if tiny else 128, "taylor_orders": [2, 4], "taus": [2.0, 6.0], "lr": 0.01}}
+
+
 def construction_summaries(d: int, n: int, n_prompts: int) -> list[dict]:
     """The GD (3 steps) and Newton (3 iterations) constructions through the trained-model metrics."""
     p, out = an.sample_prompts(d, n, n_prompts, seed=0), []
@@ -109,6 +125,16 @@ def summary_table(summaries: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def approximation(out: Path, tiny: bool) -> tuple[pd.DataFrame, list[Path]]:
+    """Run the demo's `ttb approx` into ``out``: (the slope table, the figure PNGs)."""
+    from experiments import approx
+
+    cfg = approx.parse_config(demo_approx(tiny))
+    comparison, curves = approx.run(cfg)
+    paths = approx.write(out, cfg, comparison, curves)
+    return pd.read_csv(out / "slopes.csv"), [p for p in paths if p.suffix == ".png"]
+
+
 def run_demo(out, *, tiny: bool = False, progress: bool = True) -> Path:
     """Every stage of the demo; returns the path of index.html."""
     from experiments import sweep as sw
@@ -117,24 +143,24 @@ def run_demo(out, *, tiny: bool = False, progress: bool = True) -> Path:
 
     out, started, timings = Path(out), time.time(), {}
     say = print if progress else (lambda *a, **k: None)
-    say("1/5 construction checks")
+    say("1/6 construction checks")
     checks = check_table(tiny)
     timings["checks"] = time.time() - started
-    say("2/5 batched sweep")
+    say("2/6 batched sweep")
     sweep = sw.parse_sweep(demo_sweep(tiny))
     sw.run_sweep(sweep, out / "sweep", progress=progress)
     status = pd.DataFrame(status_rows(out / "sweep"))
     status["model"] = [ar.short_label(RunConfig.from_dict(json.loads(c))) for c in status.config]
     status = status[["run_id", "model", "status", "steps_done", "eval_nmse", "wall_s"]]
     timings["sweep"] = time.time() - started - sum(timings.values())
-    say("3/5 comparisons")
+    say("3/6 comparisons")
     n_prompts = 128 if tiny else 512
     summaries, _ = ar.compare_runs(out / "sweep", n_prompts=n_prompts)
     task = sweep.runs[0].task
     summaries += construction_summaries(task.d, task.n_points - 1, n_prompts)
     (out / "compare.json").write_text(json.dumps(summaries, indent=1))
     timings["compare"] = time.time() - started - sum(timings.values())
-    say("4/5 plots, and training from a construction")
+    say("4/6 plots, and training from a construction")
     runs = [ar.load_run(d) for d in ar.find_runs(out / "sweep")]
     per_run = runs[:1] if tiny else runs  # tiny: one figure per kind (matplotlib text layout is slow)
     drawn = {kind: af.draw(kind, runs if kind == "interpolation" else per_run, out / "figures",
@@ -142,9 +168,13 @@ def run_demo(out, *, tiny: bool = False, progress: bool = True) -> Path:
     timings["plots"] = time.time() - started - sum(timings.values())
     moved = from_construction_table(runs, tiny)
     timings["train from construction"] = time.time() - started - sum(timings.values())
-    say("5/5 index.html")
+    say("5/6 approximation constructions beside trained models")
+    slopes, drawn["approx"] = approximation(out / "approx", tiny)
+    timings["approx"] = time.time() - started - sum(timings.values())
+    say("6/6 index.html")
     tables = {"Construction checks": checks, "Sweep runs": status, "Comparison (ttb compare)": summary_table(summaries),
               "Training from the GD construction": moved,
+              "Approximation: fitted slopes of log error (ttb approx)": slopes,
               "Timings (s)": pd.DataFrame([{k: round(v, 1) for k, v in timings.items()}])}
     index = out / "index.html"
     index.write_text(index_html(tables, drawn, out, tiny))

@@ -36,6 +36,9 @@ def test_demo_writes_an_index_that_shows_every_figure_and_table(demo):
         assert png.name in index
         for suffix in (".png", ".svg", ".csv"):
             assert png.with_suffix(suffix).stat().st_size > 0
+    assert "Approximation: fitted slopes" in index
+    for name in ("transformer_error_vs_width", "mpnn_error_vs_width", "mpnn_error_vs_depth"):
+        assert f"approx/figures/{name}.png" in index and (demo / "approx" / "figures" / f"{name}.svg").exists()
 
 
 def test_demo_finds_each_construction_to_be_its_own_algorithm(demo):
