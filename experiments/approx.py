@@ -141,9 +141,16 @@ def load_config(path) -> ApproxConfig:
 # Running (math; no files)
 
 
-def run(cfg: ApproxConfig, device=None, progress=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def training_steps(cfg: ApproxConfig) -> int:
+    """Optimiser steps the config trains, summed over its batches (for a progress bar)."""
+    total = len(cfg.transformer.widths) * cfg.transformer.steps if cfg.transformer is not None else 0
+    return total + sum(len(s.shapes()) * s.steps for s in cfg.mpnn)
+
+
+def run(cfg: ApproxConfig, device=None, progress=None, tick=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(comparison, curves): every trained and constructed row of both families, and the
-    construction-only curves (empty when the config has no [curves])."""
+    construction-only curves (empty when the config has no [curves]). ``progress(message)`` as each
+    stage starts; ``tick(steps done in the current batch)`` from inside training."""
     from experiments import approx_curves as AC
 
     name = device or cfg.device
@@ -152,11 +159,11 @@ def run(cfg: ApproxConfig, device=None, progress=None) -> tuple[pd.DataFrame, pd
     if cfg.transformer is not None:
         from experiments import approx_transformer as AT
 
-        frames.append(AT.comparison_frame(cfg.transformer, device=device, dtype=dtype, progress=progress))
+        frames.append(AT.comparison_frame(cfg.transformer, device=device, dtype=dtype, progress=progress, tick=tick))
     for study in cfg.mpnn:
         from experiments import approx_mpnn as AM
 
-        frames.append(AM.comparison_frame(study, device=device, dtype=dtype, progress=progress))
+        frames.append(AM.comparison_frame(study, device=device, dtype=dtype, progress=progress, tick=tick))
     comparison = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COMPARISON_COLUMNS))
     curves = pd.DataFrame()
     if cfg.curves:

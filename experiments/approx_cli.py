@@ -28,11 +28,21 @@ def approx_command(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    from tqdm import tqdm
+
     from experiments import approx
 
     cfg = approx.load_config(args.file)  # every field checked before anything trains
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    comparison, curves = approx.run(cfg, device=args.device, progress=lambda msg: print(msg, file=sys.stderr))
+    with tqdm(total=approx.training_steps(cfg), unit="step", file=sys.stderr, disable=None) as bar:
+        done = [0]
+
+        def tick(steps: int) -> None:  # steps done in the current batch; a new batch restarts it
+            bar.update(steps - done[0] if steps > done[0] else steps)
+            done[0] = steps
+
+        comparison, curves = approx.run(cfg, device=args.device, tick=tick,
+                                        progress=lambda msg: bar.write(msg, file=sys.stderr))
     paths = approx.write(out, cfg, comparison, curves)
     fitted = approx.slopes(approx.summarize(comparison), approx.stated_slopes(cfg)) if len(comparison) else None
     if args.json:

@@ -353,16 +353,18 @@ def _trained_rows(study: MPNNStudy, ref: Reference, shape: TrainedShape, sweeps:
 
 
 def trained_frame(study: MPNNStudy, *, device="cpu", dtype=torch.float32,
-                  progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+                  progress: Callable[[str], None] | None = None,
+                  tick: Callable[[int], None] | None = None) -> pd.DataFrame:
     """Train every shape of the two sweeps (one fit of K = len(seeds) models each) and measure them
     on the evaluation graphs in float64. One row per (shape, seed, sweep it belongs to).
-    ``progress(message)`` is called as each shape starts training."""
+    ``progress(message)`` is called as each shape starts training, ``tick(steps done)`` from
+    inside the fit."""
     ref = reference(study)
     rows = []
     for (width, depth), sweeps in study.shapes().items():
         if progress:
             progress(f"mpnn: imitating {study.target} with width {width}, depth {depth} ({len(study.seeds)} models)")
-        shape = train_shape(study, ref, width, depth, device=device, dtype=dtype)
+        shape = train_shape(study, ref, width, depth, device=device, dtype=dtype, progress=tick)
         rows += _trained_rows(study, ref, shape, sweeps)
     return pd.DataFrame(rows, columns=list(COLUMNS))
 

@@ -181,7 +181,8 @@ def make_loss(cfg: M.ModelConfig, spec: FlatSpec):
 
 def train_width(study: TransformerStudy, m: int, *, device="cpu", dtype=torch.float32,
                 progress: Callable[[int], None] | None = None):
-    """Every (target, seed) model of MLP width m in one batch: (cfg, theta (K, P), FitResult, members)."""
+    """Every (target, seed) model of MLP width m in one batch: (cfg, spec, FitResult, members), where
+    members[k] = (target kind, seed) of model k; ``progress(steps done)`` is fit's callback."""
     cfg, device = model_config(study, m), torch.device(device)
     spec, kinds = FlatSpec.of(cfg), targets(study)
     members = [(kind, seed) for kind in study.targets for seed in study.seeds]
@@ -203,12 +204,15 @@ def train_width(study: TransformerStudy, m: int, *, device="cpu", dtype=torch.fl
 
 
 def trained_frame(study: TransformerStudy, *, device="cpu", dtype=torch.float32,
-                  progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+                  progress: Callable[[str], None] | None = None,
+                  tick: Callable[[int], None] | None = None) -> pd.DataFrame:
+    """Train every width (one batch each) and measure in float64; ``progress(message)`` as each
+    width starts, ``tick(steps done)`` from inside the fit."""
     rows, kinds = [], targets(study)
     for m in study.widths:
         if progress:
             progress(f"transformer: training width m={m} ({len(study.targets) * len(study.seeds)} models)")
-        cfg, spec, res, members = train_width(study, m, device=device, dtype=dtype)
+        cfg, spec, res, members = train_width(study, m, device=device, dtype=dtype, progress=tick)
         weights = spec.unflatten(res.theta.double().cpu())
         for kind in study.targets:
             X = eval_inputs(study, kinds[kind])
@@ -221,11 +225,9 @@ def trained_frame(study: TransformerStudy, *, device="cpu", dtype=torch.float32,
     return pd.DataFrame(rows)
 
 
-def comparison_frame(study: TransformerStudy, *, device="cpu", dtype=torch.float32,
-                     progress: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """Trained and constructed rows together (see the module docstring)."""
-    return pd.concat([construction_frame(study), trained_frame(study, device=device, dtype=dtype, progress=progress)],
-                     ignore_index=True)
+def comparison_frame(study: TransformerStudy, **kw) -> pd.DataFrame:
+    """Trained and constructed rows together (``kw`` go to :func:`trained_frame`)."""
+    return pd.concat([construction_frame(study), trained_frame(study, **kw)], ignore_index=True)
 
 
 def study_from(values: dict, hyper: Sequence[tuple[str, float]] = ()) -> TransformerStudy:

@@ -35,7 +35,8 @@ def fit(per_model_loss: Callable[..., Tensor], theta: Tensor, hypers: Sequence[d
         progress: Callable[[int], None] | None = None) -> FitResult:
     """Train the K rows of ``theta`` for ``steps`` steps; ``hypers[k]`` holds model k's
     hyperparameters (keys of ``optim.HYPER_DEFAULTS``; ``total`` defaults to ``steps``).
-    ``progress(s)`` is called every ``log_every`` steps (it must not read device tensors)."""
+    ``progress(s)`` is called with the steps done every ``log_every`` steps and at the end (it must
+    not read device tensors)."""
     K = theta.shape[0]
     if len(hypers) != K:
         raise ValueError(f"fit: need one hyperparameter dict per model, got {len(hypers)} for K={K}")
@@ -52,6 +53,6 @@ def fit(per_model_loss: Callable[..., Tensor], theta: Tensor, hypers: Sequence[d
         theta, m, v, alive, per = step(theta, m, v, t, alive, batches(s), hp, decay)
         if s >= steps - window:
             recent = recent + per.detach() / window
-        if progress is not None and (s + 1) % window == 0:
+        if progress is not None and ((s + 1) % window == 0 or s + 1 == steps):
             progress(s + 1)
     return FitResult(theta.detach(), recent.cpu(), alive.cpu())
