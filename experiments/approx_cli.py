@@ -10,13 +10,16 @@ redraws the figures from the CSV files. See :mod:`experiments.approx`.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("approx", help="approximation constructions beside trained models: error vs width, depth, ...")
+    p = sub.add_parser("approx", help="approximation constructions beside trained models: error vs width, depth, ...",
+                       description=__doc__.split(" See :mod:")[0].replace("`", ""),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="experiment file (TOML), e.g. experiments/configs/approx_cpu.toml")
     p.add_argument("--out", default=None, help="output directory (default: runs/<name>)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, mps (default: the file's, else auto)")
