@@ -29,10 +29,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
+from constructions.base import Sweep
 from experiments.config import ConfigError, read_toml
 from experiments.optim import HYPER_DEFAULTS
 
@@ -184,12 +184,12 @@ def summarize(comparison: pd.DataFrame) -> pd.DataFrame:
 
 
 def fit_slope(values, errors, axis: str) -> float:
-    """Least-squares slope of log error against log value (axis "log") or value ("linear")."""
-    x = np.asarray(values, float)
-    y = np.log(np.clip(np.asarray(errors, float), 1e-300, None))
-    if len(np.unique(x)) < 2:
+    """Least-squares slope of log error against log value (axis "log") or value ("linear"), as a
+    construction's rate check fits it (``Sweep.fit``); NaN with fewer than two distinct values."""
+    values = [float(v) for v in values]
+    if len(set(values)) < 2:
         return math.nan
-    return float(np.polyfit(np.log(x) if axis == "log" else x, y, 1)[0])
+    return Sweep("value", tuple(values), 0.0, 0.0, axis=axis).fit([float(e) for e in errors])
 
 
 def slopes(table: pd.DataFrame, stated: dict | None = None) -> pd.DataFrame:

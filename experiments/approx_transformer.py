@@ -194,7 +194,7 @@ def train_width(study: TransformerStudy, m: int, *, device="cpu", dtype=torch.fl
     def batches(_step: int) -> tuple:
         X = torch.stack([sample_inputs(g, study.n, study.d, study.batch_size) for g in data])  # (K, B, n, d)
         y = torch.stack([f(x) for f, x in zip(fs, X)])
-        tokens = torch.cat([X, torch.eye(study.n, dtype=X.dtype).expand(*X.shape[:2], -1, -1)], dim=-1)
+        tokens = U.tokens(X.flatten(0, 1)).view(*X.shape[:2], study.n, -1)  # (K, B, n, d + n)
         return tokens.to(device, dtype), y.to(device, dtype)
 
     hypers = [dict(study.hyper)] * len(members)

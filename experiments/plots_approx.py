@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from experiments import plots
+from experiments.approx import AXES
 
-AXES = {"m": "log", "width": "log", "depth": "log", "lam": "linear", "T": "linear", "tau": "linear"}
 LABELS = {"m": "width m (units)", "width": "units per update", "depth": "layers",
           "lam": "inverse temperature lam", "T": "Taylor order T", "tau": "selection temperature tau"}
 
