@@ -27,7 +27,7 @@ Glossary of shapes
     unit inputs: messages read h (D); node updates read [h, neighbour sum, g] (2 D + Dv)
 
 Weights are a flat dict of tensors, each with the leading model axis K (the form
-:func:`constructions.base.mutate` and safetensors take): ``W_E``, ``b_E``, ``W_U`` and
+:func:`constructions.check.run.mutate` and safetensors take): ``W_E``, ``b_E``, ``W_U`` and
 ``layers.{l}.{msg,upd}.{W_a, b_a, ..., W_o, b_o}``; :func:`weight_shapes` is the contract.
 """
 

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from constructions import (
-    gd,
-    gd_plus_plus,
-    gd_relu,
-    gd_softmax,
-    mpnn_attention,
-    mpnn_selection,
-    newton,
-    norm_equivalence,
-    positional_scan,
-    positional_sort,
-    preconditioned_gd,
-    ridge_newton,
-    ridge_sherman_morrison,
-    universal_approx,
-)
-from constructions.base import Construction
+from constructions.approx import mpnn_attention, mpnn_selection, norm_equivalence
+from constructions.approx import universal as universal_approx
+from constructions.check.contract import Construction
+from constructions.icl import gd, gd_plus_plus, gd_relu, gd_softmax, newton, preconditioned_gd, ridge_newton, ridge_sherman_morrison
+from constructions.positional import scan as positional_scan
+from constructions.positional import sort as positional_sort
 
 CONSTRUCTIONS: dict[str, Construction] = {
     c.name: c

@@ -18,7 +18,7 @@ cat "$OUT/device.txt"
 timeout 300 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rs tests 2>&1 | tee "$OUT/pytest_gpu.txt"
 echo "pytest -m gpu exit status: ${PIPESTATUS[0]}" | tee -a "$OUT/pytest_gpu.txt"
 
-timeout 240 "$PY" -m experiments.cli bench train --json --ks 1,8,32,64 --steps 20 \
+timeout 240 "$PY" -m experiments.commands.main bench train --json --ks 1,8,32,64 --steps 20 \
   > "$OUT/bench_train.json" 2> "$OUT/bench_train.err"
 echo "bench exit status: $?" | tee -a "$OUT/bench_train.err"
 "$PY" -c "import json, sys; from experiments import train_bench as b; \

@@ -6,7 +6,7 @@ is the zero polynomial, entry by entry and layer by layer: an identity in the in
 for every input, not only for sampled ones. Without ``built``, the construction's hyperparameter
 (eta, gamma, P, alpha; and lam, carried by tokens) is a symbol as well, through
 :func:`proofs_check.symbolic.affine_in`. With ``built`` (e.g. weights perturbed by
-:func:`constructions.base.mutate`) the lemma checks those weights against the algorithm at a fixed
+:func:`constructions.check.run.mutate`) the lemma checks those weights against the algorithm at a fixed
 binary-fraction value of the hyperparameter (:func:`fixed_weights` gives the matching unperturbed
 weights); in exact arithmetic any change of a weight that is read leaves a nonzero residual.
 
@@ -29,8 +29,8 @@ import torch
 from sympy import Matrix, Rational, Symbol
 from sympy.polys.matrices import DomainMatrix
 
-from constructions import gd, gd_plus_plus, newton, preconditioned_gd, ridge_newton
-from constructions.base import Built
+from constructions.check.contract import Built
+from constructions.icl import gd, gd_plus_plus, newton, preconditioned_gd, ridge_newton
 from proofs_check import symbolic as S
 
 ETA = Rational(1, 4)  # fixed step for supplied weights (binary fraction: exact as a float)

@@ -1,12 +1,12 @@
 """Symbolic lemmas for the approximation constructions (sympy, small sizes, exact arithmetic).
 
-    linear_attention_mpnn          the one-layer MPNN + VN of constructions.mpnn_attention, run
+    linear_attention_mpnn          the one-layer MPNN + VN of constructions.approx.mpnn_attention, run
                                    symbolically on n = 3 nodes with symbolic features (a fixed path
                                    graph), equals linear attention (1/n) sum_j (q_i.k_j) v_j W_O:
                                    an identity of polynomials in the features.
     rmsnorm_equals_layernorm       on a zero-mean vector, LayerNorm = g * RMSNorm + b (symbolic z,
                                    g, b, eps), and the Pre-RMSNorm weights of
-                                   constructions.norm_equivalence read the normed stream exactly as
+                                   constructions.approx.norm_equivalence read the normed stream exactly as
                                    the Pre-LN weights do (q, k, v, the MLP input, the readout), and
                                    write exactly the centred stream.
     crmsnorm_equals_rmsnorm        the same for the Pre-CRMSNorm weights, which store D - 1
@@ -27,8 +27,9 @@ import torch
 from sympy import Matrix, Rational, Symbol
 
 from constructions import model as M
-from constructions import mpnn, mpnn_attention, norm_equivalence
-from constructions.base import Built
+from constructions import mpnn
+from constructions.approx import mpnn_attention, norm_equivalence
+from constructions.check.contract import Built
 from proofs_check.symbolic import exact_number
 
 

@@ -20,9 +20,9 @@ from collections.abc import Callable
 import sympy
 from sympy import Matrix, Rational, Symbol
 
-from constructions import gd_relu
-from constructions import ridge_sherman_morrison as rsm
-from constructions.base import Built
+from constructions.check.contract import Built
+from constructions.icl import gd_relu
+from constructions.icl import ridge_sherman_morrison as rsm
 from proofs_check import symbolic as S
 from proofs_check.lemmas import LemmaFailed  # one failure type for every lemma table
 

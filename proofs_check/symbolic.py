@@ -43,7 +43,7 @@ import torch
 from sympy.polys.matrices import DomainMatrix
 
 from constructions import model as M
-from constructions.base import Built
+from constructions.check.contract import Built
 
 SymTensor = sympy.Matrix | list  # a Matrix, or one Matrix per head
 SUPPORTED = {"attention": ("linear",), "mlp": ("none", "identity"), "norm": ("none",)}

@@ -1,7 +1,7 @@
 """Algorithmic sequence tasks with an out-of-distribution value protocol, for K models at once.
 
 A sequence is n values x_1 .. x_n; the target is computed from them by a reference algorithm
-(:mod:`constructions.sequence_algorithms`, float64):
+(:mod:`synthetic.sequences`, float64):
 
     cumsum / cummin / cummax    y_i = x_1 + ... + x_i / min / max           (n outputs)
     sort                        x sorted ascending                          (n outputs)
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from constructions import sequence_algorithms as S
+from synthetic import sequences as S
 from synthetic.regression import check_sample_arguments, make_generators
 
 TASK_KINDS = ("cumsum", "cummin", "cummax", "sort", "median", "cummedian", "max_subarray",

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from constructions import sequence_algorithms as S
+from synthetic import sequences as S
 from synthetic.algorithmic import (
     TASK_KINDS,
     AlgorithmicBatch,

@@ -8,8 +8,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from constructions import algorithms as A
-from constructions import algorithms_naive as naive
+from constructions.reference import algorithms as A
+from constructions.reference import naive
 from synthetic.regression import RegressionTask, make_generators, sample
 from synthetic.strategies import seeds
 

@@ -9,13 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from constructions import algorithms as alg
-from constructions import gd, newton
 from constructions import model as M
-from experiments import analysis as an
-from experiments import analysis_interp as ai
-from experiments import analysis_metrics as am
-from experiments import analysis_probes as ap
+from constructions.icl import gd, newton
+from constructions.reference import algorithms as alg
+from experiments.analysis import core as an
+from experiments.analysis import interp as ai
+from experiments.analysis import metrics as am
+from experiments.analysis import probes as ap
 
 # Exact constructions in float64: outputs agree with the algorithm to ~ d N eps ~ 1e-14, so squared
 # differences are ~1e-28 and cosines 1 - 1e-12; 1e-20 and 1e-9 leave wide margins yet are far
@@ -181,7 +181,7 @@ def test_interpolation_ends_at_each_endpoints_error():
 
 
 def test_training_from_a_construction_reports_how_far_it_moved():
-    from experiments.config import RunConfig
+    from experiments.training.config import RunConfig
 
     run = RunConfig.from_dict({
         "task": {"d": 3, "n_points": 8, "format": "example", "eval_batch_size": 8},
@@ -201,8 +201,8 @@ def test_a_trained_one_layer_linear_attention_model_matches_the_gd_construction(
     """von Oswald et al. 2023: one trained LSA layer implements one GD step. Trained on CPU for
     800 steps (nmse reaches the one-step optimum 1 - N / (N + d + 1) = 0.2 within ~600), its
     gradient in the query must align with the GD step's direction b = X^T y / N."""
-    from experiments.config import RunConfig
-    from experiments.train import train_runs
+    from experiments.training.config import RunConfig
+    from experiments.training.trainer import train_runs
 
     run = RunConfig.from_dict({
         "task": {"d": 4, "n_points": 21, "format": "example", "eval_batch_size": 256},

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from experiments.cli import main as ttb
+from experiments.commands.main import main as ttb
 
 pytestmark = pytest.mark.usefixtures("close_figures")
 

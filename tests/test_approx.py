@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from test_ood import _toml
 
-from experiments import approx, plots_approx
-from experiments.cli import main
-from experiments.config import ConfigError
+from experiments.approx import study as approx
+from experiments.commands.main import main
+from experiments.common.validate import ConfigError
+from experiments.plots import approx as plots_approx
 
 pytestmark = pytest.mark.usefixtures("close_figures")
 

@@ -1,4 +1,4 @@
-"""Trained MPNN + VN models against the constructions on one attention layer (experiments.approx_mpnn)."""
+"""Trained MPNN + VN models against the constructions on one attention layer (experiments.approx.mpnn)."""
 
 import math
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from constructions import mpnn
-from constructions import mpnn_attention as A
-from constructions import mpnn_selection as S
-from experiments import approx_mpnn as X
+from constructions.approx import mpnn_attention as A
+from constructions.approx import mpnn_selection as S
+from experiments.approx import mpnn as X
 
 F64 = torch.float64
 TINY = dict(steps=2, batch_size=4, eval_graphs=8, seeds=(0, 1), widths=(4,), depths=(), relu_widths=(4,),

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from constructions import universal_approx as U
-from constructions.base import Case
-from experiments import approx_transformer as AT
+from constructions.approx import universal as U
+from constructions.check.contract import Case
+from experiments.approx import transformer as AT
 
 TINY = AT.TransformerStudy(n=3, d=1, targets=("cosine", "relu"), widths=(4,), construction_widths=(4, 16),
                            lams=(40.0,), seeds=(0, 1), steps=3, batch_size=8, eval_inputs=64)

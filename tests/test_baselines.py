@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from constructions import algorithms, baselines
+from constructions.reference import algorithms, baselines
 from synthetic.regression import RegressionTask, make_generators, sample
 from synthetic.tasks import RepresentationTask, TaskPoolTask
 from synthetic.tasks import sample as sample_task

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from constructions import registry
-from constructions.base import mutate
-from experiments.cli import main
+from constructions.check.run import mutate
+from experiments.commands.main import main
 
 
 def _json(capsys, argv):

@@ -7,11 +7,13 @@ import pytest
 import torch
 from hypothesis import given
 
-from constructions import algorithms, gd, gd_plus_plus, newton, preconditioned_gd, ridge_newton
 from constructions import model as M
-from constructions.base import Case, mutate, run_check
+from constructions.check.contract import Case
+from constructions.check.run import mutate, run_check
+from constructions.check.strategies import cases
+from constructions.icl import gd, gd_plus_plus, newton, preconditioned_gd, ridge_newton
+from constructions.reference import algorithms
 from constructions.registry import CONSTRUCTIONS, get
-from constructions.strategies import cases
 from constructions.tokens import example_tokens, query_prediction
 
 

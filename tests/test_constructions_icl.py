@@ -5,11 +5,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from constructions import algorithms, baselines, domains, gd, gd_relu, gd_softmax
 from constructions import model as M
-from constructions import ridge_sherman_morrison as rsm
-from constructions.base import Case, mutate, run_check
-from constructions.strategies import cases
+from constructions.check import domains
+from constructions.check.contract import Case
+from constructions.check.run import mutate, run_check
+from constructions.check.strategies import cases
+from constructions.icl import gd, gd_relu, gd_softmax
+from constructions.icl import ridge_sherman_morrison as rsm
+from constructions.reference import algorithms, baselines
 from constructions.tokens import example_tokens, query_prediction
 
 EXACT = [rsm.CONSTRUCTION, gd_relu.CONSTRUCTION]

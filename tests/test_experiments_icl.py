@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from constructions import baselines as bl
-from experiments import analysis as an
-from experiments import analysis_icl as ai
-from experiments.config import ConfigError, RunConfig
-from experiments.train import Trainer, train_runs
+from constructions.reference import baselines as bl
+from experiments.analysis import core as an
+from experiments.analysis import icl as ai
+from experiments.common.validate import ConfigError
+from experiments.training.config import RunConfig
+from experiments.training.trainer import Trainer, train_runs
 from synthetic import tasks as icl_tasks
 
 KIND_TASKS = {

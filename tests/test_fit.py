@@ -1,10 +1,10 @@
-"""experiments.fit: the generic batched fit trains each row on its own loss, freezes a row whose loss
+"""experiments.training.fit: the generic batched fit trains each row on its own loss, freezes a row whose loss
 turns non-finite, reports progress, and rejects a mismatched batch of hyperparameters."""
 
 import pytest
 import torch
 
-from experiments.fit import fit
+from experiments.training.fit import fit
 
 
 def _quadratic(theta, target):

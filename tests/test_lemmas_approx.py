@@ -6,7 +6,8 @@ import sympy
 import torch
 
 from constructions import model as M
-from constructions.base import Built, mutate
+from constructions.check.contract import Built
+from constructions.check.run import mutate
 from proofs_check import lemmas_approx as L
 
 NAMES = list(L.LEMMAS)

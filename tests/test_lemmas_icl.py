@@ -5,7 +5,7 @@ import pytest
 import sympy
 import torch
 
-from constructions.base import mutate
+from constructions.check.run import mutate
 from proofs_check import lemmas_icl as L
 
 

@@ -1,5 +1,5 @@
 """The MPNN + virtual-node forward pass (constructions.mpnn), random graphs (synthetic.graphs) and
-the constructions approximating attention (constructions.mpnn_attention)."""
+the constructions approximating attention (constructions.approx.mpnn_attention)."""
 
 import math
 
@@ -9,10 +9,11 @@ from hypothesis import given, settings
 
 from constructions import model as M
 from constructions import mpnn
-from constructions import mpnn_attention as A
-from constructions import mpnn_selection as S
-from constructions.base import Built, Case, mutate, run_check
-from constructions.strategies import cases
+from constructions.approx import mpnn_attention as A
+from constructions.approx import mpnn_selection as S
+from constructions.check.contract import Built, Case
+from constructions.check.run import mutate, run_check
+from constructions.check.strategies import cases
 from synthetic import graphs
 
 F64 = torch.float64
@@ -215,7 +216,7 @@ def test_selection_needs_a_positive_temperature_and_taylor_a_positive_order():
 
 
 def test_mpnn_curves_report_error_depth_and_width_per_value():
-    from experiments.approx_curves import mpnn_curves
+    from experiments.approx.curves import mpnn_curves
 
     df = mpnn_curves(n_cases=1, widths=(16, 64, 256), orders=(2, 4, 6), taus=(4.0, 8.0, 12.0))
     by = df.groupby("construction")

@@ -1,4 +1,4 @@
-"""Pre-LN -> Pre-RMSNorm -> Pre-CRMSNorm (constructions.norm_equivalence): identical outputs and
+"""Pre-LN -> Pre-RMSNorm -> Pre-CRMSNorm (constructions.approx.norm_equivalence): identical outputs and
 streams for random and GPT-2-initialised models, K at once, float64 and float32; preconditions."""
 
 import dataclasses
@@ -8,9 +8,10 @@ import torch
 from hypothesis import given, settings
 
 from constructions import model as M
-from constructions import norm_equivalence as N
-from constructions.base import Built, run_check
-from constructions.strategies import cases
+from constructions.approx import norm_equivalence as N
+from constructions.check.contract import Built
+from constructions.check.run import run_check
+from constructions.check.strategies import cases
 
 F64 = torch.float64
 
@@ -134,8 +135,8 @@ def test_a_trained_pre_ln_model_transforms_with_identical_outputs(target):
     regression of its outputs with the batched trainer, then transform it. Not vacuous: training
     moves the LayerNorm gains and biases off their init (1 and 0), so the folding is exercised on
     the weights a trained model has; the outputs still agree to float64 round-off."""
-    from experiments.fit import fit
-    from experiments.optim import FlatSpec
+    from experiments.training.fit import fit
+    from experiments.training.optim import FlatSpec
 
     gen = torch.Generator().manual_seed(3)
     cfg, _ = N.random_pre_ln(gen, d_model=6, n_layers=2, T=5)

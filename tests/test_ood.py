@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from constructions.model import forward
-from experiments import ood
-from experiments import train_seq as TS
-from experiments.cli import main
-from experiments.config import ConfigError
+from experiments.commands.main import main
+from experiments.common.validate import ConfigError
+from experiments.ood import experiment as ood
+from experiments.ood import sequences as TS
 from synthetic.algorithmic import AlgorithmicTask, ValueRange
 
 SHAPE = TS.SeqShape(width=8, n_heads=2, n_layers=2, d_mlp=8)

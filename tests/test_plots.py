@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import analysis as an
-from experiments import plots
+from experiments.analysis import core as an
+from experiments.plots import core as plots
 
 pytestmark = pytest.mark.usefixtures("close_figures")
 

@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments import analysis as an
-from experiments import analysis_figures as af
-from experiments import analysis_runs as ar
-from experiments import plots_icl as pi
-from experiments import sweep as sw
+from experiments.analysis import core as an
+from experiments.analysis import runs as ar
+from experiments.plots import figures as af
+from experiments.plots import icl as pi
+from experiments.sweeps import spec as sw
+from experiments.sweeps.runner import run_sweep
 
 pytestmark = pytest.mark.usefixtures("close_figures")
 
@@ -145,7 +146,7 @@ def tiny_sweep(out, task: dict, grid: dict):
             "model": {"n_layers": 1, "d_model": 8, "n_heads": 2},
             "train": {"steps": 4, "batch_size": 4, "dtype": "float64", "log_every": 2},
             "grid": grid})
-        sw.run_sweep(sweep, out, device="cpu", progress=False)
+        run_sweep(sweep, out, device="cpu", progress=False)
     finally:
         torch.set_num_threads(threads)
     return [ar.load_run(d) for d in ar.find_runs(out)]
@@ -198,7 +199,7 @@ def test_plot_noise_refuses_pool_runs(tmp_path):
 
 
 def test_cli_lists_the_task_plot_kinds_when_the_kind_is_unknown(tmp_path, capsys):
-    from experiments.cli import main
+    from experiments.commands.main import main
 
     assert main(["plot", "bogus", str(tmp_path)]) == 2
     err = capsys.readouterr().err

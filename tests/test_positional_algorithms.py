@@ -9,12 +9,13 @@ import torch
 from hypothesis import given
 
 from constructions import model as M
-from constructions import positional_algorithms as P
-from constructions import positional_scan as scan
-from constructions import positional_sort as bsort
-from constructions import sequence_algorithms as S
-from constructions.base import Case, mutate, run_check
-from constructions.strategies import cases
+from constructions.check.contract import Case
+from constructions.check.run import mutate, run_check
+from constructions.check.strategies import cases
+from constructions.positional import pointer as P
+from constructions.positional import scan
+from constructions.positional import sort as bsort
+from synthetic import sequences as S
 
 ALL = {c.name: c for c in (*scan.CONSTRUCTIONS, bsort.CONSTRUCTION)}
 TOKENS = {  # name -> (x (B, n), radius) -> the construction's tokens

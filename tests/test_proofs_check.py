@@ -14,9 +14,10 @@ import sympy
 import torch
 from sympy import Matrix, Rational, Symbol
 
-from constructions import gd
 from constructions import model as M
-from constructions.base import Built, mutate
+from constructions.check.contract import Built
+from constructions.check.run import mutate
+from constructions.icl import gd
 from constructions.registry import CONSTRUCTIONS
 from proofs_check import lemmas as L
 from proofs_check import symbolic as S

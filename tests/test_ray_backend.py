@@ -8,8 +8,9 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray backend is an optional extra (pip install ray)")
 
-from experiments import sweep as sw  # noqa: E402
-from experiments.store import Store  # noqa: E402
+from experiments.sweeps import spec as sw  # noqa: E402
+from experiments.sweeps.runner import run_sweep  # noqa: E402
+from experiments.sweeps.store import Store  # noqa: E402
 
 SWEEP = """
 [sweep]
@@ -55,8 +56,8 @@ def test_ray_backend_fills_the_same_store_as_the_local_backend(tmp_path, local_r
     path = tmp_path / "sweep.toml"
     path.write_text(SWEEP)
     sweep = sw.load_sweep(path)
-    sw.run_sweep(sweep, tmp_path / "ray", backend="ray", device="cpu", progress=False)
-    sw.run_sweep(sweep, tmp_path / "local", backend="local", device="cpu", progress=False)
+    run_sweep(sweep, tmp_path / "ray", backend="ray", device="cpu", progress=False)
+    run_sweep(sweep, tmp_path / "local", backend="local", device="cpu", progress=False)
     via_ray, local = stored(tmp_path / "ray"), stored(tmp_path / "local")
     assert via_ray.keys() == local.keys() and len(local) == 3
     for run_id, row in local.items():

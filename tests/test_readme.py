@@ -20,7 +20,7 @@ def test_readme_tour_example_runs(capsys):
 def test_readme_worked_construction_registers_and_checks(tmp_path, monkeypatch):
     """The 'one module, one registry line' example, written to a module and registered."""
     from constructions import registry
-    from constructions.base import run_check
+    from constructions.check.run import run_check
 
     (tmp_path / "gd_decay_example.py").write_text(_python_blocks()[1])
     monkeypatch.syspath_prepend(str(tmp_path))

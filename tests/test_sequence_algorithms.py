@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from constructions import sequence_algorithms as S
+from synthetic import sequences as S
 
 OPS = {"sum": sum, "min": min, "max": max}
 

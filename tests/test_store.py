@@ -9,27 +9,28 @@ import pytest
 import torch
 
 from constructions.model import ModelConfig, init, load_weights, save_weights, to_state_dict
-from experiments import store as st
+from experiments.common import atomic
+from experiments.sweeps import store as st
 
 
 def test_atomic_write_replaces_the_whole_file_and_leaves_no_temporary(tmp_path):
     target = tmp_path / "a.json"
-    st.atomic_write_json(target, {"x": 1})
-    st.atomic_write_json(target, {"x": 2, "nan": float("nan")})
+    atomic.atomic_write_json(target, {"x": 1})
+    atomic.atomic_write_json(target, {"x": 2, "nan": float("nan")})
     assert json.loads(target.read_text()) == {"x": 2, "nan": None}  # JSON has no NaN: null
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
 def test_a_failed_write_keeps_the_old_file_and_removes_its_temporary(tmp_path):
     target = tmp_path / "w.bin"
-    st.atomic_write_bytes(target, b"old")
+    atomic.atomic_write_bytes(target, b"old")
 
     def half_then_crash(path):
         path.write_bytes(b"ne")
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        st.atomic_write_with(target, half_then_crash)
+        atomic.atomic_write_with(target, half_then_crash)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["w.bin"]
 

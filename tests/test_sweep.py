@@ -15,10 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from experiments import sweep as sw
-from experiments.cli import main as ttb
-from experiments.config import ConfigError
-from experiments.store import FINISHED, Store, status_rows
+from experiments.commands.main import main as ttb
+from experiments.common.validate import ConfigError
+from experiments.sweeps import spec as sw
+from experiments.sweeps.runner import run_sweep
+from experiments.sweeps.store import FINISHED, Store, status_rows
 
 TINY = """
 [sweep]
@@ -141,9 +142,9 @@ def test_a_bad_sweep_file_names_the_field_and_allowed_values_before_anything_run
 def test_a_second_sweep_call_skips_finished_runs(tmp_path):
     sweep = sw.load_sweep(write_sweep(tmp_path, steps=20))
     out = tmp_path / "out"
-    first = sw.run_sweep(sweep, out, device="cpu", progress=False)
+    first = run_sweep(sweep, out, device="cpu", progress=False)
     assert [r["status"] for r in first] == ["done"] * 4
-    second = sw.run_sweep(sweep, out, device="cpu", progress=False)
+    second = run_sweep(sweep, out, device="cpu", progress=False)
     assert [r["attempts"] for r in second] == [1] * 4
     assert results(out) == {r["run_id"]: {f: r[f] for f in RESULT_FIELDS} for r in first}
     run = out / first[0]["path"]
@@ -170,9 +171,9 @@ def test_a_sweep_killed_with_sigkill_resumes_to_the_same_results(tmp_path):
     float64: a run resumed in a different batch composition differs only by round-off (~1e-14)."""
     path = write_sweep(tmp_path, steps=100)
     clean = tmp_path / "clean"
-    sw.run_sweep(sw.load_sweep(path), clean, device="cpu", progress=False)
+    run_sweep(sw.load_sweep(path), clean, device="cpu", progress=False)
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "experiments.cli", "sweep", str(path), "--out", str(out), "--device", "cpu",
+    cmd = [sys.executable, "-m", "experiments.commands.main", "sweep", str(path), "--out", str(out), "--device", "cpu",
            "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -237,7 +238,7 @@ def test_cli_runs_and_export_read_a_finished_sweep(tmp_path, capsys):
 def test_weights_of_a_run_load_into_the_forward_pass(tmp_path):
     from constructions.model import forward, load_weights
 
-    rows = sw.run_sweep(sw.load_sweep(write_sweep(tmp_path, steps=10)), tmp_path / "o", device="cpu",
+    rows = run_sweep(sw.load_sweep(write_sweep(tmp_path, steps=10)), tmp_path / "o", device="cpu",
                         progress=False)
     cfg, w = load_weights(tmp_path / "o" / rows[0]["path"] / "weights.safetensors")
     out = forward(cfg, w, torch.zeros(2, 10, cfg.d_in, dtype=w.W_E.dtype)).out

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from experiments.config import Curriculum, RunConfig
-from experiments.optim import FlatSpec, Hyper, adamw, clip_coef, grad_norms, lr_at
-from experiments.train import Trainer, checkpoint_slice, state_from_slices, train_runs
+from experiments.training.config import Curriculum, RunConfig
+from experiments.training.optim import FlatSpec, Hyper, adamw, clip_coef, grad_norms, lr_at
+from experiments.training.trainer import Trainer, checkpoint_slice, state_from_slices, train_runs
 
 
 @pytest.fixture(autouse=True)
@@ -232,7 +232,7 @@ def test_compiled_step_runs_on_cuda_and_matches_eager():
 
 
 def test_bench_train_reports_loop_and_batched_rates_for_each_shape_and_K():
-    from experiments import train_bench
+    from experiments.training import bench as train_bench
 
     rows = train_bench.run(ks=(1, 2), steps=1, device="cpu", shapes=["tiny"], progress=False)
     assert [(r["shape"], r["K"]) for r in rows] == [("tiny", 1), ("tiny", 2)]

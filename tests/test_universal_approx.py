@@ -1,4 +1,4 @@
-"""Single-layer universal approximation (constructions.universal_approx) and its targets
+"""Single-layer universal approximation (constructions.approx.universal) and its targets
 (synthetic.targets): hand anchors, the stated bound as a property, the two rates, the plateau,
 mutation, bad input."""
 
@@ -9,9 +9,10 @@ import torch
 from hypothesis import given, settings
 
 from constructions import model as M
-from constructions import universal_approx as U
-from constructions.base import Case, mutate, run_check
-from constructions.strategies import cases
+from constructions.approx import universal as U
+from constructions.check.contract import Case
+from constructions.check.run import mutate, run_check
+from constructions.check.strategies import cases
 from synthetic.targets import RidgeTarget, kink_probes, sample_inputs, sample_target
 
 F64 = torch.float64
@@ -138,7 +139,7 @@ def test_impossible_arguments_are_named(call, match):
 
 
 def test_curves_are_tidy_with_fitted_slopes_near_the_stated_ones():
-    from experiments.approx_curves import universal_approx_curves
+    from experiments.approx.curves import universal_approx_curves
 
     df = universal_approx_curves(n_cases=1, widths=(64, 256, 1024), width_lams=(40.0,))
     assert {"construction", "parameter", "value", "error", "bound", "slope", "stated_slope", "m_star"} <= set(df.columns)

@@ -1,0 +1,297 @@
+"""Bayes-optimal baselines for the in-context task kinds (noise mixture, sparse, task pool,
+representation) and the tidy tables that compare trained models with them.
+
+Pure: (task spec, model predictions or a Learner, seed) -> tidy frames with
+``experiments.analysis.core.COLUMNS`` plus, where stated, one extra coordinate column. Prompts come from
+the run's own task (``experiments.training.config.TaskSpec``) through the trainer's sampler, in float64,
+with n_points - 1 examples in context and the last point as the query.
+
+References (linear in the query, so they plug into ``analysis_metrics.compare`` and
+``ttb compare --algorithms``):
+
+    bayes_ridge        posterior mean under w ~ N(0, w_std^2 I) at noise ``sigma`` (default: the
+                       task's noise_std): ridge with lam = sigma^2 / w_std^2 (sum convention),
+                       min-norm least squares at sigma = 0
+    mixture_posterior  posterior mean under the task's mixture of noise levels
+    pool_posterior     posterior mean over the task's finite pool of weight vectors
+
+Zero noise levels enter the two posteriors as SIGMA_FLOOR * w_std (a zero level has no density on
+data; the floor makes the posterior pick the noiseless explanation whenever it fits).
+
+Tables (metric definitions as in ``analysis_metrics``: nmse = mean (yhat - y)^2 / d,
+prediction_difference = mean (yhat - a)^2 / d):
+
+    baseline_curves(task, refs)                 nmse of each reference vs n_examples
+    noise_level_table(preds, p, task, refs)     per noise level (extra column ``noise_std``): model
+                                                and references' nmse, model-reference difference;
+                                                reference "bayes_oracle" knows each prompt's sigma
+    pool_table(preds_of, task)                  on pool prompts and on fresh Gaussian ones (extra
+                                                column ``prompts``): model vs pool_posterior and
+                                                bayes_ridge
+    representation_table(learner, task)         model vs ridge on Phi(x) and on x, and per-layer
+                                                probes of Phi(x_q) and of the feature-ridge answer
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from constructions.reference import baselines as bl
+from experiments.analysis import core as an
+from experiments.analysis import probes as ap
+from synthetic import tasks as icl_tasks
+
+KINDS = ("noise_mixture", "sparse", "pool", "representation")
+TASK_REFERENCE_NAMES = ("bayes_ridge", "mixture_posterior", "pool_posterior")
+SIGMA_FLOOR = 1e-3
+F64 = torch.float64
+
+
+# ----------------------------------------------------------------------------------------------
+# Prompts from a run's task
+
+
+def synthetic_task(task, n_points: int | None = None):
+    """The synthetic task object (regression or :mod:`synthetic.tasks`) of a TaskSpec."""
+    from experiments.training.trainer import _DATA_FIELDS, task_of
+
+    return task_of({name: getattr(task, name) for name in _DATA_FIELDS}, n_points or task.n_points, task.d)
+
+
+def task_prompts(task, n_prompts: int, seed: int = 0) -> tuple[an.Prompts, dict[str, Tensor]]:
+    """(Prompts, extras) for a TaskSpec: n_points - 1 examples and a query per prompt. Extras:
+    ``noise_std`` (B,) for a noise mixture, ``features`` (B, N+1, width) and ``w_feature`` (B, width)
+    for a representation task, ``task_index`` (B,) for a pool."""
+    syn = synthetic_task(task)
+    draw = icl_tasks.sample if type(syn) in icl_tasks.TASKS else _regression_sample
+    batch = draw(syn, [torch.Generator().manual_seed(seed)], n_prompts, dtype=F64)
+    x, y = batch.x[0], batch.y[0]
+    w = None if task.kind == "representation" else batch.w[0]
+    extras = {name: getattr(batch, name)[0] for name in ("noise_std", "features", "task_index") if hasattr(batch, name)}
+    if task.kind == "representation":
+        extras["w_feature"] = batch.w[0]
+    return an.Prompts(x[:, :-1], y[:, :-1], x[:, -1], y[:, -1], w, task=task), extras
+
+
+def _regression_sample(task, gens, n, dtype):
+    from synthetic.regression import sample
+
+    return sample(task, gens, n, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# References that need the task
+
+
+def _floor(sigma: float, w_std: float) -> float:
+    return max(float(sigma), SIGMA_FLOOR * w_std)
+
+
+def _bayes(task, sigma: float | None):
+    if sigma is None and task.kind == "noise_mixture":
+        raise ValueError("bayes_ridge on a noise mixture needs a level: bayes_ridge:sigma=VALUE "
+                         "(or use mixture_posterior)")
+    s = task.noise_std if sigma is None else sigma
+
+    def weights(x, y, prefix):
+        return bl.bayes_ridge(x, y, noise_std=s, w_std=task.w_std, prefix=prefix).unsqueeze(0)
+    return weights
+
+
+def _mixture(task):
+    if task.kind != "noise_mixture":
+        raise ValueError(f"mixture_posterior needs task.kind = 'noise_mixture', got {task.kind!r}")
+    levels = [_floor(s, task.w_std) for s in task.noise_levels]
+
+    def weights(x, y, prefix):
+        w, _ = bl.noise_mixture_posterior(x, y, noise_levels=levels, probs=task.noise_probs or None,
+                                          w_std=task.w_std, prefix=prefix)
+        return w.unsqueeze(0)
+    return weights
+
+
+def _pool(task):
+    if task.kind != "pool":
+        raise ValueError(f"pool_posterior needs task.kind = 'pool', got {task.kind!r}")
+    pool = synthetic_task(task).pool()
+    sigma = _floor(task.noise_std, task.w_std)
+
+    def weights(x, y, prefix):
+        return bl.pool_posterior(x, y, pool, noise_std=sigma, prefix=prefix).mean.unsqueeze(0)
+    return weights
+
+
+def task_reference(name: str, task, *, sigma: float | None = None) -> an.Reference:
+    """One of TASK_REFERENCE_NAMES for ``task`` (a TaskSpec; see the module docstring)."""
+    if task is None:
+        raise ValueError(f"{name} needs the run's task (prompts drawn by analysis.prompts_for_task)")
+    makers = {"bayes_ridge": lambda: _bayes(task, sigma), "mixture_posterior": lambda: _mixture(task),
+              "pool_posterior": lambda: _pool(task)}
+    if name not in makers:
+        raise KeyError(f"unknown task reference {name!r}; known: {', '.join(TASK_REFERENCE_NAMES)}")
+    return an.Reference(name, makers[name](), iterative=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+
+
+def _nmse(pred: Tensor, target: Tensor, d: int) -> float:
+    return float((pred - target).pow(2).mean() / d)
+
+
+def baseline_curves(task, refs: list[an.Reference], *, n_prompts: int = 1024, seed: int = 0) -> pd.DataFrame:
+    """nmse of each reference's last iterate on the query after n = 0 .. N examples."""
+    p, _ = task_prompts(task, n_prompts, seed)
+    rows = []
+    for ref in refs:
+        W = ref.weights(p.x, p.y, True)[-1]  # (B, N+1, d)
+        err = ((W * p.x_query[:, None, :]).sum(-1) - p.y_query[:, None]).pow(2).mean(0) / p.d
+        rows += [{"algorithm": ref.name, "n_examples": n, "metric": "nmse", "value": float(v)}
+                 for n, v in enumerate(err)]
+    return an.frame(rows)
+
+
+def noise_level_table(preds: Tensor, p: an.Prompts, noise_std: Tensor, refs: list[an.Reference], *,
+                      w_std: float = 1.0, run: str = "", model: str = "model") -> pd.DataFrame:
+    """Per noise level (extra column ``noise_std``): nmse of the model predictions ``preds`` (B,),
+    of every reference and of "bayes_oracle" (Bayes ridge at each prompt's own sigma), and the
+    model's prediction_difference to each."""
+    oracle = torch.zeros_like(p.y_query)
+    for s in noise_std.unique():
+        m = noise_std == s
+        w = bl.bayes_ridge(p.x[m], p.y[m], noise_std=float(s), w_std=w_std)
+        oracle[m] = (w * p.x_query[m]).sum(-1)
+    answers = {"bayes_oracle": oracle, **{r.name: r.predictions(p)[-1] for r in refs}}
+    rows, base = [], {"run": run, "model": model, "n_examples": p.n}
+    for s in noise_std.unique():
+        m, level = noise_std == s, float(s)
+        rows.append({**base, "algorithm": "model", "metric": "nmse", "noise_std": level,
+                     "value": _nmse(preds[m], p.y_query[m], p.d)})
+        for name, a in answers.items():
+            rows.append({**base, "algorithm": name, "metric": "nmse", "noise_std": level,
+                         "value": _nmse(a[m], p.y_query[m], p.d)})
+            rows.append({**base, "algorithm": name, "metric": "prediction_difference", "noise_std": level,
+                         "value": _nmse(preds[m], a[m], p.d)})
+    return an.frame(rows, extra=("noise_std",))
+
+
+def pool_table(preds_of, task, *, n_prompts: int = 512, seed: int = 0, run: str = "",
+               model: str = "model") -> pd.DataFrame:
+    """``preds_of(prompts) -> (B,)`` against pool_posterior and bayes_ridge, on prompts from the
+    pool and on fresh w ~ N(0, w_std^2 I) (extra column ``prompts``: "pool" | "gaussian"). A model
+    that memorised the pool tracks pool_posterior on both; one that learned ridge tracks
+    bayes_ridge and keeps its error on the Gaussian prompts."""
+    pool_p, _ = task_prompts(task, n_prompts, seed)
+    gauss = an.sample_prompts(task.d, task.n_points - 1, n_prompts, seed=seed, noise_std=task.noise_std,
+                              w_std=task.w_std)
+    refs = [task_reference("pool_posterior", task), task_reference("bayes_ridge", task)]
+    rows, base = [], {"run": run, "model": model, "n_examples": task.n_points - 1}
+    for label, p in (("pool", pool_p), ("gaussian", gauss)):
+        preds = preds_of(p)
+        rows.append({**base, "algorithm": "model", "metric": "nmse", "prompts": label,
+                     "value": _nmse(preds, p.y_query, p.d)})
+        for ref in refs:
+            a = ref.predictions(p)[-1]
+            rows.append({**base, "algorithm": ref.name, "metric": "nmse", "prompts": label,
+                         "value": _nmse(a, p.y_query, p.d)})
+            rows.append({**base, "algorithm": ref.name, "metric": "prediction_difference", "prompts": label,
+                         "value": _nmse(preds, a, p.d)})
+    return an.frame(rows, extra=("prompts",))
+
+
+def feature_ridge_predictions(task, p: an.Prompts, features: Tensor, lam: float | None = None) -> Tensor:
+    """Ridge on Phi(x) (lam = Bayes sigma^2 / w_std^2 with the noise floor by default): (B,)."""
+    lam = lam if lam is not None else _floor(task.noise_std, task.w_std) ** 2 / task.w_std**2
+    w = bl.feature_ridge(features[:, :-1], p.y, lam=lam)
+    return (w * features[:, -1]).sum(-1)
+
+
+def representation_table(learner: an.Learner, task, *, n_prompts: int = 1024, seed: int = 0) -> pd.DataFrame:
+    """Model vs feature_ridge (ridge on Phi(x)) and bayes_ridge on x (nmse, prediction_difference
+    at the output), and per layer the held-out R^2 of linear probes (``probe_r2[phi]`` of
+    Phi(x_q), ``probe_r2[feature_ridge]`` of the feature-ridge answer): which layers compute
+    Phi(x), which fit w."""
+    p, extras = task_prompts(task, n_prompts, seed)
+    h, read = an.layer_states(learner, p.x, p.y, p.x_query)
+    fr = feature_ridge_predictions(task, p, extras["features"])
+    lin = task_reference("bayes_ridge", task).predictions(p)[-1]
+    base = {"run": learner.run, "model": learner.model, "n_examples": p.n}
+    out = read[-1]
+    rows = [{**base, "layer": learner.n_layers, "algorithm": "model", "metric": "nmse",
+             "value": _nmse(out, p.y_query, p.d)}]
+    for name, a in (("feature_ridge", fr), ("bayes_ridge", lin)):
+        rows += [{**base, "algorithm": name, "metric": "nmse", "value": _nmse(a, p.y_query, p.d)},
+                 {**base, "layer": learner.n_layers, "algorithm": name, "metric": "prediction_difference",
+                  "value": _nmse(out, a, p.d)}]
+    targets = {"phi": extras["features"][:, -1], "feature_ridge": fr[:, None]}
+    cut = n_prompts // 2
+    for name, target in targets.items():
+        for layer in range(len(h)):
+            coef = ap.fit_probe(h[layer, :cut], target[:cut])
+            rows.append({**base, "layer": layer, "algorithm": "model", "metric": f"probe_r2[{name}]",
+                         "value": ap.probe_r2(coef, h[layer, cut:], target[cut:])})
+    return an.frame(rows)
+
+
+def closest_table(summaries: list[dict], configs: dict) -> pd.DataFrame:
+    """``ttb compare`` summaries joined with their runs' configs (run id -> RunConfig): one row per
+    run with kind, noise, depth, pool size, closest algorithm and its prediction difference."""
+    rows = []
+    for s in summaries:
+        c = configs[s["run"]]
+        rows.append({"run": s["run"], "kind": c.task.kind, "noise_std": c.task.noise_std,
+                     "n_layers": c.model.n_layers, "pool_size": c.task.pool_size, "seed": c.train.seed,
+                     "closest_algorithm": s["closest_algorithm"], "prediction_difference": s["prediction_difference"],
+                     "nmse": s["nmse"]})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sweep directories (reads finished runs; writes nothing)
+
+NOISY_ALGORITHMS = "bayes_ridge,ridge:lam=0.01,ridge:lam=0.1,ridge:lam=1,ridge:lam=4,ridge:lam=16,ols,zero"
+
+
+def sweep_closest(path, spec: str = NOISY_ALGORITHMS, *, n_prompts: int = 512, seed: int = 0) -> pd.DataFrame:
+    """:func:`closest_table` of every finished run under ``path`` (``ttb compare`` with ``spec``)."""
+    from experiments.analysis import runs as ar
+
+    summaries, _ = ar.compare_runs(path, spec, n_prompts=n_prompts, seed=seed)
+    configs = {d.name: ar.load_run(d).config for d in ar.find_runs(path)}
+    return closest_table(summaries, configs)
+
+
+def run_table(run, *, n_prompts: int = 1024, seed: int = 0) -> pd.DataFrame:
+    """The table of one loaded run (``analysis_runs.Run``) by its task kind: noise_level_table
+    (noise mixture), pool_table (pool), representation_table (representation)."""
+    task, learner = run.config.task, run.learner
+
+    def preds_of(p):
+        return an.layer_predictions(learner, p)[-1]
+
+    if task.kind == "noise_mixture":
+        p, extras = task_prompts(task, n_prompts, seed)
+        return noise_level_table(preds_of(p), p, extras["noise_std"], [task_reference("mixture_posterior", task)],
+                                 w_std=task.w_std, run=run.run_id, model=run.label)
+    if task.kind == "pool":
+        return pool_table(preds_of, task, n_prompts=n_prompts, seed=seed, run=run.run_id, model=run.label)
+    if task.kind == "representation":
+        return representation_table(learner, task, n_prompts=n_prompts, seed=seed)
+    raise ValueError(f"run_table has no table for task.kind = {task.kind!r} (use sweep_closest)")
+
+
+def sweep_tables(path, *, n_prompts: int = 1024, seed: int = 0) -> pd.DataFrame:
+    """:func:`run_table` of every finished run under ``path``, with the run's config columns
+    (n_layers, pool_size, phi_depth) added."""
+    from experiments.analysis import runs as ar
+
+    parts = []
+    for directory in ar.find_runs(path):
+        run = ar.load_run(directory)
+        t = run_table(run, n_prompts=n_prompts, seed=seed)
+        parts.append(t.assign(n_layers=run.config.model.n_layers, pool_size=run.config.task.pool_size,
+                              phi_depth=run.config.task.phi_depth))
+    return pd.concat(parts, ignore_index=True)

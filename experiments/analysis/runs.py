@@ -1,0 +1,129 @@
+"""Trained runs (a run or sweep directory) through the analysis: load, compare, summarise.
+
+Reads run directories written by ``ttb sweep`` (``runs/<id>/config.json`` and
+``weights.safetensors``); writes nothing. Evaluation prompts come from the run's own task with a
+fixed seed, in float64, with n_points - 1 examples in context and one query.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from constructions.model import load_weights
+from experiments.analysis import core as an
+from experiments.analysis import metrics as am
+from experiments.analysis import probes as ap
+
+DEFAULT_ALGORITHMS = "gd,newton,ols,ridge,zero"
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    label: str  # short_label(config); the sweep's grid label is in sweep.json and `ttb runs`
+    config: object  # experiments.training.config.RunConfig
+    learner: an.Learner
+    directory: Path
+
+
+def find_runs(path) -> list[Path]:
+    """The run directories under ``path``: itself if it holds weights, else runs/* with weights."""
+    path = Path(path)
+    if (path / "weights.safetensors").exists():
+        return [path]
+    found = sorted(d for d in (path / "runs").glob("*") if (d / "weights.safetensors").exists())
+    if not found:
+        raise FileNotFoundError(f"{path} is neither a finished run directory (weights.safetensors) nor a "
+                                f"sweep directory with finished runs (runs/*/weights.safetensors)")
+    return found
+
+
+def short_label(config) -> str:
+    """"linear L3 example seed 0": attention, depth, token format, seed (the run id says the rest)."""
+    m, t = config.model, config.train
+    return f"{m.attention} L{m.n_layers} {config.task.format} seed {t.seed}"
+
+
+def load_run(directory) -> Run:
+    from experiments.training.config import RunConfig
+
+    directory = Path(directory)
+    config = RunConfig.from_dict(json.loads((directory / "config.json").read_text()))
+    cfg, weights = load_weights(directory / "weights.safetensors")
+    label = short_label(config)
+    learner = an.Learner(cfg, weights, config.task.format, model=label, run=directory.name)
+    return Run(directory.name, label, config, learner, directory)
+
+
+def iteration_counts(n_layers: int) -> dict[str, int]:
+    """How many iterations to compare with: GD's best iteration grows exponentially with depth
+    (Fu et al. 2023), so up to 64; Newton's linearly, so 2 L + 4."""
+    return {"gd": 64, "gd_plus_plus": 32, "newton": 2 * n_layers + 4}
+
+
+def references_for(task, n_layers: int, spec: str = DEFAULT_ALGORITHMS, fit: an.Prompts | None = None):
+    """Parse ``spec`` for a run; ridge's lam = noise_std^2 / w_std^2 (Bayes-optimal), 1e-2 without noise."""
+    lam = (task.noise_std / task.w_std) ** 2 or 1e-2
+    return an.parse_references(spec, n_iter=iteration_counts(n_layers), lam=lam, fit=fit)
+
+
+def analyze(learner: an.Learner, p: an.Prompts, refs, *, probes: bool = True) -> dict[str, pd.DataFrame]:
+    """Every frame for one model: compare, best iterations, relations, closest algorithm, implicit
+    weights, readouts and probes."""
+    cmp = am.compare(learner, p, refs)
+    best = am.best_iterations(cmp)
+    out = {"compare": cmp, "best": best, "relations": am.relations(best), "closest": am.closest_algorithm(cmp),
+           "implicit": am.implicit_weights(learner, p, refs), "readouts": ap.readout_nmse(learner, p)}
+    if probes:
+        out["probes"] = ap.probes(learner, p)
+    return out
+
+
+def _per_layer(cmp: pd.DataFrame, name: str, metric: str, pick) -> list:
+    sub = cmp[(cmp.algorithm == name) & (cmp.metric == metric)]
+    return [pick(g) for _, g in sub.groupby("layer", sort=True)]
+
+
+def summary(frames: dict[str, pd.DataFrame]) -> dict:
+    """The JSON summary of one model: closest algorithm, and per algorithm the best iteration of
+    every layer (closed forms have one iterate, numbered 0), its error similarity and the fitted
+    relation."""
+    cmp, close, rel = frames["compare"], frames["closest"].iloc[0], frames["relations"]
+    final = cmp[(cmp.layer == cmp.layer.max())]
+    at = final[(final.algorithm == close.algorithm) & (final.iteration.isna() if pd.isna(close.iteration)
+                                                        else final.iteration == close.iteration)]
+    nmse = final[(final.algorithm == "model") & (final.metric == "nmse")].value
+    out = {"run": close.run, "model": close.model, "closest_algorithm": close.algorithm,
+           "closest_iteration": None if pd.isna(close.iteration) else int(close.iteration),
+           "prediction_difference": float(close.value), "nmse": float(nmse.iloc[0]),
+           "model_cosine": float(at[at.metric == "model_cosine"].value.iloc[0]), "algorithms": {}}
+    metric = "error_similarity"
+    for name in [a for a in pd.unique(cmp.algorithm) if a != "model"]:
+        best = _per_layer(cmp, name, metric, lambda g: g.loc[g.value.idxmax()])
+        entry = {"best_iteration_per_layer": [0 if pd.isna(b.iteration) else int(b.iteration) for b in best],
+                 f"{metric}_per_layer": [float(b.value) for b in best]}
+        for _, r in rel[rel.algorithm == name].iterrows():
+            entry[r.metric] = None if math.isnan(r.value) else float(r.value)
+        out["algorithms"][name] = entry
+    return out
+
+
+def compare_runs(path, spec: str = DEFAULT_ALGORITHMS, *, n_prompts: int = 512, seed: int = 0,
+                 probes: bool = False) -> tuple[list[dict], dict[str, pd.DataFrame]]:
+    """Analyse every finished run under ``path``: (JSON summaries, frames concatenated over runs)."""
+    summaries, frames = [], {}
+    for directory in find_runs(path):
+        run = load_run(directory)
+        p = an.prompts_for_task(run.config.task, n_prompts, seed=seed)
+        fit = an.prompts_for_task(run.config.task, n_prompts, seed=seed + 1)
+        refs = references_for(run.config.task, run.learner.n_layers, spec, fit)
+        result = analyze(run.learner, p, refs, probes=probes)
+        summaries.append(summary(result))
+        for key, f in result.items():
+            frames.setdefault(key, []).append(f)
+    return summaries, {k: pd.concat(v, ignore_index=True) for k, v in frames.items()}

@@ -1,0 +1,90 @@
+"""`ttb sweep FILE`, `ttb runs DIR`, `ttb export DIR`: run a sweep, see its status, export metrics."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+STATUS_COLUMNS = ("run_id", "status", "step", "final_loss", "eval_nmse", "wall_s", "label")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sweep", help="train every run of a sweep file (resumes where it stopped)")
+    p.add_argument("file", help="sweep file (TOML)")
+    p.add_argument("--out", default=None, help="output directory (default: runs/<sweep name>)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, mps (default: the file's, else auto)")
+    p.add_argument("--backend", choices=("local", "ray"), default=None, help="default: the file's, else local")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the training step")
+    p.add_argument("--dry-run", action="store_true", help="print the expanded runs and batches; train nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_sweep_command)
+    r = sub.add_parser("runs", help="status table of a sweep directory")
+    r.add_argument("dir")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=runs_command)
+    e = sub.add_parser("export", help="one tidy table of all runs' metrics")
+    e.add_argument("dir")
+    e.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    e.add_argument("--output", default=None, help="output file (default: DIR/metrics.<format>)")
+    e.set_defaults(func=export_command)
+
+
+def run_sweep_command(args) -> int:
+    from experiments.sweeps import spec as sw
+    from experiments.sweeps.runner import run_sweep
+
+    sweep = sw.load_sweep(args.file)  # validates every run before anything trains
+    if args.dry_run:
+        print(sw.describe(sweep))
+        return 0
+    out = Path(args.out) if args.out else Path("runs") / sweep.options.name
+    rows = run_sweep(sweep, out, backend=args.backend, device=args.device, compile=args.compile,
+                        progress=not args.no_progress)
+    ids = {r.run_id for r in sweep.runs}
+    done = sum(1 for r in rows if r["run_id"] in ids and r["status"] in ("done", "diverged"))
+    print(f"{done}/{len(ids)} runs finished; `ttb runs {out}` for the table", file=sys.stderr)
+    return 0 if done == len(ids) else 1
+
+
+def runs_command(args) -> int:
+    from experiments.sweeps.store import status_rows
+
+    rows = status_rows(Path(args.dir))
+    if args.json:
+        print(json.dumps([{k: v for k, v in r.items() if k != "group_key"} for r in rows], indent=1))
+        return 0
+    print(format_status(rows))
+    return 0
+
+
+def format_status(rows: list[dict]) -> str:
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "-" if value is None else str(value)
+
+    table = [STATUS_COLUMNS] + [tuple(cell(r.get(c)) for c in STATUS_COLUMNS) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(STATUS_COLUMNS))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in table]
+    counts = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return "\n".join(lines + [", ".join(f"{n} {s}" for s, n in sorted(counts.items()))])
+
+
+def export_command(args) -> int:
+    from experiments.common.atomic import atomic_write_with
+    from experiments.sweeps.store import tidy_metrics
+
+    table = tidy_metrics(Path(args.dir))
+    output = Path(args.output) if args.output else Path(args.dir) / f"metrics.{args.format}"
+    if args.format == "csv":
+        atomic_write_with(output, lambda p: table.to_csv(p, index=False))
+    else:
+        try:
+            atomic_write_with(output, lambda p: table.to_parquet(p, index=False))
+        except ImportError as err:
+            raise ValueError(f"--format parquet needs pyarrow ({err})") from None
+    print(f"{len(table)} rows -> {output}")
+    return 0

@@ -1,0 +1,255 @@
+"""Results store: an SQLite table of runs, and one directory per run. The only module that writes.
+
+Layout of a sweep directory::
+
+    store.sqlite                 one row per run (status, timings, final metrics, path)
+    sweep.json                   the sweep as resolved (options, run ids, grid values)
+    runs/<run_id>/config.json    the resolved run config
+    runs/<run_id>/checkpoint.safetensors   while training: weights, AdamW moments, RNG state;
+                                 the JSON header holds step, curriculum position, logged metrics
+    runs/<run_id>/weights.safetensors      final weights (config in the header; no pickle anywhere)
+    runs/<run_id>/metrics.csv    one row per log: step, loss, nmse, grad_norm, lr, n_points, n_dims
+    runs/<run_id>/eval.csv       squared error / d per number of in-context examples
+    runs/<run_id>/result.json    written last: the run's final metrics (its presence = finished)
+
+Crash safety. Every file is written to a temporary name in the same directory, flushed, fsynced
+and renamed over the target (``os.replace`` is atomic), so a reader sees the old file or the new
+one, never half of one; leftovers of a killed writer are removed on the next start. Every store
+update is one transaction. A run's row says "done" only after its result.json exists, and a
+result.json without a "done" row is adopted on restart, so kill -9 at any point loses nothing
+that had finished and repeats nothing that had.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from experiments.common.atomic import atomic_save_tensors, atomic_write_json, atomic_write_text, atomic_write_with, finite_json
+
+STORE_NAME = "store.sqlite"
+FINISHED = ("done", "diverged")
+METRIC_COLUMNS = ("step", "loss", "nmse", "grad_norm", "lr", "n_points", "n_dims")
+RESULT_COLUMNS = ("steps_done", "diverged_step", "stopped_step", "final_loss", "final_nmse", "eval_mse", "eval_nmse")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    config TEXT NOT NULL,
+    path TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    steps_done INTEGER, diverged_step INTEGER, stopped_step INTEGER,
+    final_loss REAL, final_nmse REAL, eval_mse REAL, eval_nmse REAL,
+    started_at REAL, finished_at REAL, wall_s REAL
+);
+"""
+
+
+def remove_temp_files(root: Path) -> int:
+    """Delete leftovers of writers killed mid-write (``.NAME.tmp-PID``); returns how many."""
+    count = 0
+    for tmp in Path(root).rglob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+        count += 1
+    return count
+
+
+def _csv_text(rows: list[dict], columns) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: repr(row[c]) if isinstance(row[c], float) else row[c] for c in columns})
+    return buf.getvalue()
+
+
+
+# ----------------------------------------------------------------------------------------------
+# Run directories
+
+
+def run_dir(root: Path, run_id: str) -> Path:
+    return Path(root) / "runs" / run_id
+
+
+def checkpoint_path(directory: Path) -> Path:
+    return Path(directory) / "checkpoint.safetensors"
+
+
+def save_checkpoint(directory: Path, tensors: dict, meta: dict) -> None:
+    """One file: tensors plus a JSON header, so a checkpoint is replaced in one rename."""
+    atomic_save_tensors(checkpoint_path(directory), tensors, {"ttb_checkpoint": json.dumps(finite_json(meta))})
+
+
+def checkpoint_step(directory: Path) -> int:
+    """The step of the run's checkpoint (0 if none), reading only the header."""
+    path = checkpoint_path(directory)
+    if not path.exists():
+        return 0
+    with safe_open(str(path), framework="pt") as f:
+        return int(json.loads(f.metadata()["ttb_checkpoint"])["step"])
+
+
+def load_checkpoint(directory: Path) -> tuple[dict, dict] | None:
+    path = checkpoint_path(directory)
+    if not path.exists():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["ttb_checkpoint"])
+    return load_file(str(path)), meta
+
+
+def write_final(directory: Path, write_weights, metrics: list[dict], curve: list[dict],
+                result: dict) -> None:
+    """Weights (``write_weights(path)``), metrics and evaluation, result.json last; drop the checkpoint."""
+    directory = Path(directory)
+    atomic_write_with(directory / "weights.safetensors", write_weights)
+    atomic_write_text(directory / "metrics.csv", _csv_text(metrics, METRIC_COLUMNS))
+    atomic_write_text(directory / "eval.csv", _csv_text(curve, ("n_examples", "nmse")))
+    atomic_write_json(directory / "result.json", result)
+    checkpoint_path(directory).unlink(missing_ok=True)
+
+
+def read_result(directory: Path) -> dict | None:
+    path = Path(directory) / "result.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ----------------------------------------------------------------------------------------------
+# The SQLite store
+
+
+class Store:
+    """The runs table of one sweep directory. Every method is one transaction."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.root / STORE_NAME, timeout=60, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA synchronous=FULL")
+        with self.transaction():
+            self.conn.execute(SCHEMA)
+
+    def transaction(self):
+        return _Transaction(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def register(self, runs: list[dict]) -> None:
+        """Insert pending rows for new runs (dicts with run_id, label, group_key, config, path)."""
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO runs (run_id, label, group_key, config, path) "
+                "VALUES (:run_id, :label, :group_key, :config, :path)", runs)
+
+    def statuses(self) -> dict[str, str]:
+        return {r["run_id"]: r["status"] for r in self.conn.execute("SELECT run_id, status FROM runs")}
+
+    def mark_running(self, run_ids: list[str]) -> None:
+        now = time.time()
+        with self.transaction():
+            self.conn.executemany(
+                "UPDATE runs SET status='running', attempts=attempts+1, started_at=COALESCE(started_at, ?) "
+                "WHERE run_id=?", [(now, i) for i in run_ids])
+
+    def mark_finished(self, results: list[dict]) -> None:
+        """Results as written to result.json (run_id, status, wall_s, finished_at and RESULT_COLUMNS)."""
+        sets = ", ".join(f"{c}=:{c}" for c in RESULT_COLUMNS + ("status", "wall_s", "finished_at"))
+        with self.transaction():
+            self.conn.executemany(f"UPDATE runs SET {sets} WHERE run_id=:run_id",
+                                  [{c: r.get(c) for c in RESULT_COLUMNS + ("run_id", "status", "wall_s",
+                                                                          "finished_at")} for r in results])
+
+    def rows(self) -> list[dict]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM runs ORDER BY run_id")]
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading a sweep back
+
+
+def varying_fields(configs: list[dict]) -> list[str]:
+    """Dotted config fields ("train.seed") whose values differ between runs."""
+    flat = [{f"{s}.{k}": v for s, sec in c.items() for k, v in sec.items()} for c in configs]
+    keys = sorted({k for f in flat for k in f})
+    return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
+
+
+def status_rows(root: Path) -> list[dict]:
+    """The store's rows, with the checkpoint step of unfinished runs as ``step``."""
+    root = Path(root)
+    if not (root / STORE_NAME).exists():
+        raise FileNotFoundError(f"{root} holds no {STORE_NAME}; is it a sweep output directory?")
+    with Store(root) as store:
+        rows = store.rows()
+    for row in rows:
+        finished = row["status"] in FINISHED
+        row["step"] = row["steps_done"] if finished else checkpoint_step(root / row["path"])
+    return rows
+
+
+def tidy_metrics(root: Path):
+    """One long table of every run's metrics: run_id, varying config fields, status, kind
+    ("train" rows per log step, "eval" rows per number of in-context examples), step,
+    n_examples, metric, value."""
+    import pandas as pd
+
+    rows = status_rows(root)
+    configs = [json.loads(r["config"]) for r in rows]
+    params = varying_fields(configs)
+    frames = []
+    for row, cfg in zip(rows, configs):
+        base = {"run_id": row["run_id"], "status": row["status"],
+                **{p: cfg[p.split(".")[0]][p.split(".", 1)[1]] for p in params}}
+        frames += _run_frames(Path(root) / row["path"], base, row["steps_done"])
+    if not frames:
+        return pd.DataFrame(columns=["run_id", *params, "status", "kind", "step", "n_examples", "metric", "value"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _run_frames(directory: Path, base: dict, steps_done) -> list:
+    import pandas as pd
+
+    frames = []
+    if (directory / "metrics.csv").exists():
+        m = pd.read_csv(directory / "metrics.csv")
+        long = m.melt(id_vars=["step", "n_points"], value_vars=["loss", "nmse", "grad_norm", "lr"],
+                      var_name="metric", value_name="value").rename(columns={"n_points": "n_examples"})
+        frames.append(long.assign(kind="train", **base))
+    if (directory / "eval.csv").exists():
+        e = pd.read_csv(directory / "eval.csv")
+        frames.append(e.rename(columns={"nmse": "value"}).assign(kind="eval", metric="nmse", step=steps_done, **base))
+    return frames

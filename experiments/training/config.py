@@ -1,0 +1,316 @@
+"""Run configuration: the task, model and training sections of a sweep file, validated.
+
+A run is fully described by a ``RunConfig`` (three frozen sections). Its resolved form (every
+default filled in) is what gets hashed into the run id and written to the run directory. Every
+check raises ``ConfigError`` naming the field (``train.lr``) and the allowed values, so a bad sweep
+file fails before anything trains.
+
+Which fields must agree for runs to train in one batch (``RunConfig.group_key``): everything that
+fixes tensor shapes or the loop (model shape, d, n_points, format, batch size, steps, curriculum,
+dtype, logging and checkpoint cadence, evaluation size). Everything else is per model: seeds, noise
+and input distribution, learning rate and schedule, betas, eps, weight decay, clipping, init scale
+and early stopping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+
+import torch
+
+from constructions.model import ATTENTION_KINDS, MLP_KINDS, NORMS, ModelConfig
+from experiments.common.devices import DTYPES
+from experiments.common.validate import ConfigError, boolean, choice, integer, real, section
+
+FORMATS = ("interleaved", "example")
+TASK_KINDS = ("isotropic", "anisotropic", "noise_mixture", "sparse", "pool", "representation")
+# Fields that only some task kinds read: kind -> its fields (each defaults to "unused", and a field
+# given for another kind is an error). Defaults are left out of the hashed config, so run ids of
+# isotropic / anisotropic runs are the ones they had before these kinds existed.
+KIND_FIELDS = {"noise_mixture": ("noise_levels", "noise_probs"), "sparse": ("k",),
+               "pool": ("pool_size", "pool_seed"), "representation": ("phi_depth", "phi_width", "phi_seed")}
+DATA_ON = ("device", "cpu")
+MASK_OF_FORMAT = {"interleaved": "causal", "example": "exclude_query"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """The data: ``kind`` isotropic / anisotropic (synthetic.regression), or one of the in-context
+    kinds of synthetic.tasks: noise_mixture (sigma drawn per prompt from noise_levels with prior
+    noise_probs), sparse (k nonzero coordinates of w), pool (w from a fixed pool of pool_size
+    vectors, pool_seed), representation (y = w . Phi(x), Phi a fixed random ReLU network of
+    phi_depth layers of phi_width units, phi_seed). x ~ N(0, I_d) for the in-context kinds."""
+
+    d: int = 8
+    n_points: int = 16  # points per prompt; the last is the query in the "example" format
+    noise_std: float = 0.0
+    kind: str = "isotropic"
+    condition_number: float = 1.0
+    basis_seed: int = 0
+    w_std: float = 1.0
+    format: str = "interleaved"
+    eval_batch_size: int = 256
+    noise_levels: tuple[float, ...] = ()  # noise_mixture: sigma_m, each >= 0
+    noise_probs: tuple[float, ...] = ()  # noise_mixture: their prior (empty: uniform)
+    k: int = 0  # sparse: nonzero coordinates of w, 1 <= k <= d
+    pool_size: int = 0  # pool: number of weight vectors in the fixed pool
+    pool_seed: int = 0  # pool: seed of the pool
+    phi_depth: int = 1  # representation: ReLU layers of Phi
+    phi_width: int = 16  # representation: units per layer (the feature dimension)
+    phi_seed: int = 0  # representation: seed of Phi
+
+    def __post_init__(self):
+        integer("task.d", self.d, 1)
+        integer("task.n_points", self.n_points, 2 if self.format == "example" else 1)
+        real("task.noise_std", self.noise_std, 0.0)
+        choice("task.kind", self.kind, TASK_KINDS)
+        real("task.condition_number", self.condition_number, 1.0)
+        if self.kind != "anisotropic" and self.condition_number != 1.0:
+            raise ConfigError(f"task.condition_number must be 1.0 when task.kind = {self.kind!r} "
+                              f"(use 'anisotropic'), got {self.condition_number}")
+        self._check_kind_fields()
+        integer("task.basis_seed", self.basis_seed, 0)
+        real("task.w_std", self.w_std, 0.0, open_lo=True)
+        choice("task.format", self.format, FORMATS)
+        integer("task.eval_batch_size", self.eval_batch_size, 1)
+
+    def _check_kind_fields(self) -> None:
+        for name in ("noise_levels", "noise_probs"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        for kind, names in KIND_FIELDS.items():
+            for name in names:
+                if kind != self.kind and getattr(self, name) != _TASK_DEFAULTS[name]:
+                    raise ConfigError(f"task.{name} applies to task.kind = {kind!r} only, got it with "
+                                      f"task.kind = {self.kind!r}")
+        if self.kind == "noise_mixture":
+            self._check_mixture()
+        if self.kind == "sparse" and integer("task.k", self.k, 1) > self.d:
+            raise ConfigError(f"task.k must be an integer in [1, task.d = {self.d}] for a sparse task, got {self.k}")
+        if self.kind == "pool":
+            integer("task.pool_size", self.pool_size, 1)
+            integer("task.pool_seed", self.pool_seed, 0)
+        if self.kind == "representation":
+            for name in ("phi_depth", "phi_width"):
+                integer(f"task.{name}", getattr(self, name), 1)
+            integer("task.phi_seed", self.phi_seed, 0)
+
+    def _check_mixture(self) -> None:
+        for name in ("noise_levels", "noise_probs"):
+            if not isinstance(getattr(self, name), tuple):
+                raise ConfigError(f"task.{name} must be a list of numbers, got {getattr(self, name)!r}")
+        if not self.noise_levels:
+            raise ConfigError("task.noise_levels must list at least one noise level for task.kind = 'noise_mixture'")
+        levels = tuple(real(f"task.noise_levels[{m}]", s, 0.0) for m, s in enumerate(self.noise_levels))
+        probs = tuple(real(f"task.noise_probs[{m}]", p, 0.0, open_lo=True) for m, p in enumerate(self.noise_probs))
+        if probs and (len(probs) != len(levels) or abs(sum(probs) - 1.0) > 1e-9):
+            raise ConfigError(f"task.noise_probs must be {len(levels)} positive numbers summing to 1 (or empty "
+                              f"for uniform), got {list(self.noise_probs)}")
+        if self.noise_std != 0.0:
+            raise ConfigError("task.noise_std must be 0 when task.kind = 'noise_mixture' (give task.noise_levels)")
+        object.__setattr__(self, "noise_levels", levels)
+        object.__setattr__(self, "noise_probs", probs)
+
+    def resolved(self) -> dict:
+        """The fields as hashed and stored: the kind-specific ones only where they differ from the
+        defaults (so configs written before those fields existed keep their run ids)."""
+        out = dataclasses.asdict(self)
+        for name in (n for names in KIND_FIELDS.values() for n in names):
+            if out[name] == _TASK_DEFAULTS[name]:
+                del out[name]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @property
+    def n_tokens(self) -> int:
+        return 2 * self.n_points if self.format == "interleaved" else self.n_points
+
+
+_TASK_DEFAULTS = {f.name: f.default for f in fields(TaskSpec)}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    n_layers: int = 2
+    d_model: int = 64
+    n_heads: int = 4
+    d_head: int = 0  # 0: d_model // n_heads
+    d_mlp: int = 0  # 0: 4 * d_model
+    attention: str = "softmax"
+    beta: float = 0.0  # softmax inverse temperature; 0: 1 / sqrt(d_head)
+    mlp: str = "gelu"
+    norm: str = "layernorm"
+    final_norm: bool = True
+    residual: bool = True
+    bias: bool = True
+    mask: str = "auto"  # auto: causal for interleaved, exclude_query for example
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        for name in ("n_layers", "d_model", "n_heads"):
+            integer(f"model.{name}", getattr(self, name), 1)
+        integer("model.d_head", self.d_head, 0)
+        integer("model.d_mlp", self.d_mlp, 0)
+        if self.d_head == 0 and self.d_model % self.n_heads:
+            raise ConfigError(f"model.d_head must be given when model.n_heads ({self.n_heads}) does not "
+                              f"divide model.d_model ({self.d_model})")
+        choice("model.attention", self.attention, ATTENTION_KINDS)
+        real("model.beta", self.beta, 0.0)
+        choice("model.mlp", self.mlp, MLP_KINDS)
+        choice("model.norm", self.norm, NORMS)
+        for name in ("final_norm", "residual", "bias"):
+            boolean(f"model.{name}", getattr(self, name))
+        choice("model.mask", self.mask, ("auto",) + tuple(MASK_OF_FORMAT.values()))
+        real("model.init_std", self.init_std, 0.0, open_lo=True)
+
+
+@dataclass(frozen=True)
+class Curriculum:
+    """Active dimensions and points grow by ``*_inc`` every ``interval`` steps, up to d, n_points."""
+
+    dims_start: int = 1
+    dims_inc: int = 1
+    points_start: int = 2
+    points_inc: int = 1
+    interval: int = 100
+
+    def __post_init__(self):
+        for name in ("dims_start", "points_start", "interval"):
+            integer(f"train.curriculum.{name}", getattr(self, name), 1)
+        for name in ("dims_inc", "points_inc"):
+            integer(f"train.curriculum.{name}", getattr(self, name), 0)
+
+    def at(self, step: int, d: int, n_points: int) -> tuple[int, int]:
+        """(n_points, n_dims_active) in force at ``step``."""
+        k = step // self.interval
+        return min(self.points_start + k * self.points_inc, n_points), min(self.dims_start + k * self.dims_inc, d)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0  # 0: no clipping
+    seed: int = 0  # init; also the data seed unless data_seed is given
+    data_seed: int = -1  # -1: same as seed
+    dtype: str = "float32"
+    log_every: int = 50
+    checkpoint_every: int = 0  # 0: no checkpoints; else a multiple of log_every
+    early_stop_patience: int = 0  # steps without improvement of the logged loss; 0: off
+    early_stop_min_delta: float = 0.0  # relative improvement that counts
+    early_stop_target: float = 0.0  # stop once the logged loss is <= this; 0: off
+    data_on: str = "device"  # where the data generators live ("cpu": same numbers on every device)
+    curriculum: Curriculum | None = None
+
+    def __post_init__(self):
+        for name, lo in (("steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("seed", 0),
+                         ("log_every", 1), ("checkpoint_every", 0), ("early_stop_patience", 0)):
+            integer(f"train.{name}", getattr(self, name), lo)
+        integer("train.data_seed", self.data_seed, -1)
+        real("train.lr", self.lr, 0.0, open_lo=True)
+        real("train.beta1", self.beta1, 0.0, 1.0 - 1e-12)
+        real("train.beta2", self.beta2, 0.0, 1.0 - 1e-12)
+        real("train.eps", self.eps, 0.0, open_lo=True)
+        for name in ("weight_decay", "grad_clip", "early_stop_min_delta", "early_stop_target"):
+            real(f"train.{name}", getattr(self, name), 0.0)
+        real("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        choice("train.dtype", self.dtype, tuple(DTYPES))
+        choice("train.data_on", self.data_on, DATA_ON)
+        if self.checkpoint_every % self.log_every:
+            raise ConfigError(f"train.checkpoint_every ({self.checkpoint_every}) must be a multiple of "
+                              f"train.log_every ({self.log_every})")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def data_seed_resolved(self) -> int:
+        return self.seed if self.data_seed < 0 else self.data_seed
+
+
+# ----------------------------------------------------------------------------------------------
+# A run
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task: TaskSpec
+    model: ModelSpec
+    train: TrainSpec
+
+    def __post_init__(self):
+        mask = self.model.mask
+        if mask != "auto" and mask != MASK_OF_FORMAT[self.task.format]:
+            raise ConfigError(f"model.mask must be 'auto' or {MASK_OF_FORMAT[self.task.format]!r} when "
+                              f"task.format = {self.task.format!r}, got {mask!r}")
+        cur = self.train.curriculum
+        if cur is not None and (cur.dims_start > self.task.d or cur.points_start > self.task.n_points):
+            raise ConfigError(f"train.curriculum.dims_start ({cur.dims_start}) must be <= task.d ({self.task.d}) "
+                              f"and points_start ({cur.points_start}) <= task.n_points ({self.task.n_points})")
+        if cur is not None and self.task.kind in KIND_FIELDS and cur.dims_start < self.task.d:
+            raise ConfigError(f"train.curriculum.dims_start must equal task.d ({self.task.d}) when task.kind = "
+                              f"{self.task.kind!r} (only the number of points can grow), got {cur.dims_start}")
+        if cur is not None and self.task.format == "example" and cur.points_start < 2:
+            raise ConfigError("train.curriculum.points_start must be >= 2 when task.format = 'example'")
+        try:
+            self.model_config()
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"[model]: {err}") from None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        unknown = set(data) - {"task", "model", "train"}
+        if unknown:
+            raise ConfigError(f"unknown section(s) {sorted(unknown)}; allowed are ['task', 'model', 'train']")
+        train = section(TrainSpec, "train", data.get("train", {}))
+        if train.get("curriculum") is not None:
+            train["curriculum"] = Curriculum(**section(Curriculum, "train.curriculum", train["curriculum"]))
+        return cls(task=TaskSpec(**section(TaskSpec, "task", data.get("task", {}))),
+                   model=ModelSpec(**section(ModelSpec, "model", data.get("model", {}))),
+                   train=TrainSpec(**train))
+
+    def to_dict(self) -> dict:
+        return {"task": self.task.resolved(), "model": dataclasses.asdict(self.model),
+                "train": dataclasses.asdict(self.train)}
+
+    @property
+    def run_id(self) -> str:
+        """12 hex digits of the SHA-256 of the resolved config (canonical JSON)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def model_config(self) -> ModelConfig:
+        m, t = self.model, self.task
+        return ModelConfig(
+            d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads,
+            d_head=m.d_head or m.d_model // m.n_heads, d_in=t.d + 1, d_out=1,
+            d_mlp=0 if m.mlp == "none" else (m.d_mlp or 4 * m.d_model), attention=m.attention,
+            beta=m.beta or None, mask=MASK_OF_FORMAT[t.format], mlp=m.mlp, norm=m.norm,
+            final_norm=m.final_norm, residual=m.residual, bias=m.bias, n_positions=t.n_tokens,
+        )
+
+    def group_key(self) -> str:
+        """Runs with equal keys can train in one batch (see the module docstring)."""
+        t, tr = self.task, self.train
+        shared = {
+            "model": self.model_config().to_dict(),
+            "task": {"d": t.d, "n_points": t.n_points, "format": t.format, "eval_batch_size": t.eval_batch_size},
+            "train": {k: getattr(tr, k) for k in ("steps", "batch_size", "dtype", "log_every",
+                                                   "checkpoint_every", "data_on")},
+            "curriculum": None if tr.curriculum is None else dataclasses.asdict(tr.curriculum),
+        }
+        return json.dumps(shared, sort_keys=True)
