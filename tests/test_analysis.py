@@ -16,6 +16,7 @@ from experiments.analysis import core as an
 from experiments.analysis import interp as ai
 from experiments.analysis import metrics as am
 from experiments.analysis import probes as ap
+from experiments.analysis import prompts, references
 
 # Exact constructions in float64: outputs agree with the algorithm to ~ d N eps ~ 1e-14, so squared
 # differences are ~1e-28 and cosines 1 - 1e-12; 1e-20 and 1e-9 leave wide margins yet are far
@@ -24,8 +25,8 @@ TINY_DIFF, COS_TOL = 1e-20, 1e-9
 
 
 def gd_learner(d=3, n=12, steps=3, seed=0, n_prompts=256):
-    p = an.sample_prompts(d, n, n_prompts, seed=seed)
-    eta = an.default_eta(p.x)
+    p = prompts.sample_prompts(d, n, n_prompts, seed=seed)
+    eta = references.default_eta(p.x)
     built = gd.build(d, steps, eta)
     return an.Learner(built.cfg, built.weights, "example", model="gd"), p, eta
 
@@ -39,7 +40,7 @@ def value(df, **where):
 
 def test_a_construction_scores_similarity_one_and_difference_zero_against_its_algorithm():
     learner, p, eta = gd_learner()
-    refs = [an.reference("gd", eta=eta, n_iter=5)]
+    refs = [references.reference("gd", eta=eta, n_iter=5)]
     cmp = am.compare(learner, p, refs)
     at = dict(layer=3, algorithm="gd", iteration=3)
     assert value(cmp, metric="prediction_difference", **at) < TINY_DIFF
@@ -56,24 +57,24 @@ def test_a_perturbed_construction_no_longer_scores_difference_zero():
     sd = M.to_state_dict(learner.weights)
     sd["blocks.1.attn.W_Q"] = sd["blocks.1.attn.W_Q"] * (1 + 1e-3)
     moved = an.Learner(learner.cfg, M.from_state_dict(sd), "example")
-    cmp = am.compare(moved, p, [an.reference("gd", eta=eta, n_iter=5)])
+    cmp = am.compare(moved, p, [references.reference("gd", eta=eta, n_iter=5)])
     assert value(cmp, metric="prediction_difference", layer=3, algorithm="gd", iteration=3) > 1e-12
 
 
 def test_the_gd_construction_at_depth_three_is_matched_to_iteration_three_layer_by_layer():
     learner, p, eta = gd_learner(steps=3)
-    best = am.best_iterations(am.compare(learner, p, [an.reference("gd", eta=eta, n_iter=8)]))
+    best = am.best_iterations(am.compare(learner, p, [references.reference("gd", eta=eta, n_iter=8)]))
     got = best[best.metric == "best_iteration"].sort_values("layer").value.tolist()
     assert got == [0, 1, 2, 3]
 
 
 def test_the_newton_construction_with_three_iterations_is_matched_to_newton_iteration_three():
-    d, p = 3, an.sample_prompts(3, 16, 256, seed=2)
+    d, p = 3, prompts.sample_prompts(3, 16, 256, seed=2)
     radius = float(p.x.norm(dim=-1).max())
     alpha = 0.9 * newton.alpha_bound(radius)
     built = newton.build(d, 3, alpha, radius=radius)
     learner = an.Learner(built.cfg, built.weights, "example", model="newton")
-    cmp = am.compare(learner, p, [an.reference("newton", alpha=alpha, n_iter=8)])
+    cmp = am.compare(learner, p, [references.reference("newton", alpha=alpha, n_iter=8)])
     closest = am.closest_algorithm(cmp)
     assert (closest.algorithm.iloc[0], int(closest.iteration.iloc[0])) == ("newton", 3)
     assert closest.value.iloc[0] < TINY_DIFF
@@ -87,7 +88,7 @@ def test_gd_constructions_of_any_depth_match_their_depth(d, n, steps, seed):
     """Not vacuous: iterates differ (eta is a fixed fraction of the stable range, so w_k != w_{k+1}
     unless the context is degenerate), so the argmax must single out the right one."""
     learner, p, eta = gd_learner(d=d, n=n, steps=steps, seed=seed, n_prompts=64)
-    closest = am.closest_algorithm(am.compare(learner, p, [an.reference("gd", eta=eta, n_iter=steps + 3)]))
+    closest = am.closest_algorithm(am.compare(learner, p, [references.reference("gd", eta=eta, n_iter=steps + 3)]))
     assert int(closest.iteration.iloc[0]) == steps
 
 
@@ -101,8 +102,8 @@ def test_zero_predictor_scores_one_and_least_squares_scores_d_minus_n_over_d():
     """Analytic: E y^2 = d for x, w ~ N(0, I), and noiseless min-norm least squares with n < d
     examples has expected error (d - n) on a fresh query. Var(y^2) / d^2 = 2 (d + 3) / d = 3.5 at
     d = 4, so the mean of 4096 prompts has sd 0.03: 0.12 is 4 sd."""
-    p = an.sample_prompts(4, 6, 4096, seed=3)
-    curves = am.baseline_curves(p, [an.reference("zero"), an.reference("ols")])
+    p = prompts.sample_prompts(4, 6, 4096, seed=3)
+    curves = am.baseline_curves(p, [references.reference("zero"), references.reference("ols")])
     mean = curves.groupby(["algorithm", "n_examples"]).value.mean()
     assert mean["zero", 3] == pytest.approx(1.0, abs=0.12)
     assert mean["ols", 2] == pytest.approx(0.5, abs=0.12)
@@ -110,26 +111,26 @@ def test_zero_predictor_scores_one_and_least_squares_scores_d_minus_n_over_d():
 
 
 def test_reference_defaults_agree_with_the_algorithms_module():
-    p = an.sample_prompts(3, 10, 32, seed=4)
-    eta = an.default_eta(p.x)
-    default = an.reference("gd", n_iter=4).weights(p.x, p.y, False)
+    p = prompts.sample_prompts(3, 10, 32, seed=4)
+    eta = references.default_eta(p.x)
+    default = references.reference("gd", n_iter=4).weights(p.x, p.y, False)
     for b in (0, 1):  # the default step is 1 / lambda_max(S) of each prompt
         step = 1 / float(torch.linalg.eigvalsh(alg.statistics(p.x[b])[0])[-1])
         assert torch.allclose(default[:, b], alg.gd(p.x[b], p.y[b], eta=step, n_steps=4))
-    prefix = an.reference("gd", n_iter=4).weights(p.x, p.y, True)
+    prefix = references.reference("gd", n_iter=4).weights(p.x, p.y, True)
     assert torch.allclose(prefix[:, :, -1], default)
-    plain = an.reference("gd", eta=eta, n_iter=3).weights(p.x, p.y, False)
-    assert torch.allclose(an.reference("gd_plus_plus", eta=eta, gamma=0.0, n_iter=3).weights(p.x, p.y, False), plain)
-    newton_last = an.reference("newton", n_iter=30).weights(p.x, p.y, False)[-1]
+    plain = references.reference("gd", eta=eta, n_iter=3).weights(p.x, p.y, False)
+    assert torch.allclose(references.reference("gd_plus_plus", eta=eta, gamma=0.0, n_iter=3).weights(p.x, p.y, False), plain)
+    newton_last = references.reference("newton", n_iter=30).weights(p.x, p.y, False)[-1]
     assert torch.allclose(newton_last, alg.least_squares(p.x, p.y), atol=1e-8)
-    ridge_prefix = an.reference("ridge", lam=0.3).weights(p.x, p.y, True)[0, :, -1]
+    ridge_prefix = references.reference("ridge", lam=0.3).weights(p.x, p.y, True)[0, :, -1]
     assert torch.allclose(ridge_prefix, alg.ridge(p.x, p.y, lam=0.3 / 10))
 
 
 def test_best_eta_for_one_step_is_the_least_squares_step():
     """One GD step predicts eta b.x_q, so the best eta on the prompts solves a 1-d least squares."""
-    p = an.sample_prompts(3, 20, 512, seed=5)
-    eta = an.best_eta(p)
+    p = prompts.sample_prompts(3, 20, 512, seed=5)
+    eta = references.best_eta(p)
     err = lambda e: (e * alg.predict(alg.statistics(p.x, p.y)[1], p.x_query) - p.y_query).pow(2).mean()  # noqa: E731
     assert err(eta) <= min(err(eta * 0.98), err(eta * 1.02))
 
@@ -212,9 +213,9 @@ def test_a_trained_one_layer_linear_attention_model_matches_the_gd_construction(
                   "min_lr_ratio": 0.01}})
     trainer, state = train_runs([run], device="cpu")
     learner = an.Learner(trainer.cfg, trainer.weights(state, 0), "example")
-    p = an.prompts_for_task(run.task, 512, seed=7)
-    eta = an.best_eta(an.prompts_for_task(run.task, 512, seed=8))
-    cmp = am.compare(learner, p, [an.reference("gd", eta=eta, n_iter=1)])
+    p = prompts.prompts_for_task(run.task, 512, seed=7)
+    eta = references.best_eta(prompts.prompts_for_task(run.task, 512, seed=8))
+    cmp = am.compare(learner, p, [references.reference("gd", eta=eta, n_iter=1)])
     assert value(cmp, metric="model_cosine", layer=1, algorithm="gd", iteration=1) > 0.99
     assert value(cmp, metric="prediction_difference", layer=1, algorithm="gd", iteration=1) < 0.02
 
@@ -224,7 +225,7 @@ def test_interleaved_tokens_end_at_the_query_x_token():
     sequence with the query appended, minus its (unknown) y token."""
     from constructions.tokens import interleaved_tokens
 
-    p = an.sample_prompts(2, 3, 4, seed=6)
+    p = prompts.sample_prompts(2, 3, 4, seed=6)
     toks = an.tokens("interleaved", p.x, p.y, p.x_query)
     full = interleaved_tokens(torch.cat([p.x, p.x_query[:, None]], 1), torch.cat([p.y, p.y_query[:, None]], 1))
     assert toks.shape == (4, 7, 3) and torch.equal(toks, full[:, :-1])
@@ -234,4 +235,4 @@ def test_interleaved_tokens_end_at_the_query_x_token():
                                            ("gd:eta=best", "eta=best needs prompts"), ("", "at least one")])
 def test_algorithm_specs_fail_with_a_message_that_names_the_problem(spec, message):
     with pytest.raises((KeyError, ValueError), match=message):
-        an.parse_references(spec)
+        references.parse_references(spec)

@@ -9,6 +9,7 @@ import torch
 from constructions.reference import baselines as bl
 from experiments.analysis import core as an
 from experiments.analysis import icl as ai
+from experiments.analysis import prompts, references
 from experiments.common.validate import ConfigError
 from experiments.training.config import RunConfig
 from experiments.training.trainer import Trainer, train_runs
@@ -118,7 +119,7 @@ def mixture_spec(**extra) -> RunConfig:
 
 def test_prompts_for_a_new_kind_carry_their_task_and_shapes():
     task = mixture_spec()
-    p = an.prompts_for_task(task, 16, seed=1)
+    p = prompts.prompts_for_task(task, 16, seed=1)
     assert p.task is task and p.x.shape == (16, 8, 4) and p.x_query.shape == (16, 4)
 
 
@@ -126,11 +127,11 @@ def test_a_model_that_is_the_per_noise_bayes_ridge_scores_zero_difference_to_it(
     """Hand-made 'model' predictions: the oracle Bayes ridge at each prompt's own sigma, and the
     mixture posterior. Each scores 0 difference to itself and a positive one to the other."""
     task = mixture_spec()
-    p, extras = ai.task_prompts(task, 256, seed=0)
+    p, extras = prompts.task_prompts(task, 256, seed=0)
     sig = extras["noise_std"]
     oracle = torch.stack([(bl.bayes_ridge(p.x[b:b + 1], p.y[b:b + 1], noise_std=float(sig[b])) * p.x_query[b]).sum()
                           for b in range(p.B)])
-    mix = ai.task_reference("mixture_posterior", task)
+    mix = references.task_reference("mixture_posterior", task)
     table = ai.noise_level_table(oracle, p, sig, [mix])
     diff = table[table.metric == "prediction_difference"].set_index(["algorithm", "noise_std"]).value
     assert set(table.noise_std) == {0.1, 1.0}
@@ -144,7 +145,7 @@ def test_bayes_ridge_has_the_lowest_error_among_ridges_on_its_own_prior():
     """sigma = 1, w_std = 1, d = 4, 8 examples: the Bayes lam = 1 against lam = 0.01 and 10.
     The gaps (~0.1 and ~0.3 in nmse) are many standard errors (~0.02 at 4000 prompts)."""
     task = run_config({"d": 4, "n_points": 9, "noise_std": 1.0}).task
-    refs = [ai.task_reference("bayes_ridge", task)] + an.parse_references("ridge:lam=0.01,ridge:lam=10")
+    refs = [references.task_reference("bayes_ridge", task)] + references.parse_references("ridge:lam=0.01,ridge:lam=10")
     curves = ai.baseline_curves(task, refs, n_prompts=4000)
     final = curves[curves.n_examples == 8].set_index("algorithm").value
     assert final["bayes_ridge"] < final["ridge[lam=0.01]"] and final["bayes_ridge"] < final["ridge[lam=10]"]
@@ -152,7 +153,7 @@ def test_bayes_ridge_has_the_lowest_error_among_ridges_on_its_own_prior():
 
 def test_a_model_that_is_the_pool_posterior_matches_it_on_pool_and_gaussian_prompts():
     task = run_config({"kind": "pool", "pool_size": 3, "noise_std": 0.25}).task
-    ref = ai.task_reference("pool_posterior", task)
+    ref = references.task_reference("pool_posterior", task)
     table = ai.pool_table(lambda p: ref.predictions(p)[-1], task, n_prompts=256)
     diff = table[table.metric == "prediction_difference"].set_index(["algorithm", "prompts"]).value
     assert diff["pool_posterior"].max() < 1e-20 and diff["bayes_ridge"].min() > 1e-4
@@ -162,11 +163,11 @@ def test_a_model_that_is_the_pool_posterior_matches_it_on_pool_and_gaussian_prom
 
 def test_task_references_are_parsed_from_fit_prompts_that_know_their_task():
     task = run_config({"kind": "pool", "pool_size": 3}).task
-    fit = an.prompts_for_task(task, 8)
-    names = [r.name for r in an.parse_references("pool_posterior,bayes_ridge:sigma=0.5", fit=fit)]
+    fit = prompts.prompts_for_task(task, 8)
+    names = [r.name for r in references.parse_references("pool_posterior,bayes_ridge:sigma=0.5", fit=fit)]
     assert names == ["pool_posterior", "bayes_ridge[sigma=0.5]"]
     with pytest.raises(ValueError, match="needs the run's task"):
-        an.parse_references("pool_posterior")
+        references.parse_references("pool_posterior")
 
 
 def test_representation_table_probes_every_layer_and_feature_ridge_beats_ridge_on_x():

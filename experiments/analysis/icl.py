@@ -41,97 +41,9 @@ from torch import Tensor
 from constructions.reference import baselines as bl
 from experiments.analysis import core as an
 from experiments.analysis import probes as ap
-from synthetic import tasks as icl_tasks
+from experiments.analysis import prompts, references
 
-KINDS = ("noise_mixture", "sparse", "pool", "representation")
-TASK_REFERENCE_NAMES = ("bayes_ridge", "mixture_posterior", "pool_posterior")
-SIGMA_FLOOR = 1e-3
 F64 = torch.float64
-
-
-# ----------------------------------------------------------------------------------------------
-# Prompts from a run's task
-
-
-def synthetic_task(task, n_points: int | None = None):
-    """The synthetic task object (regression or :mod:`synthetic.tasks`) of a TaskSpec."""
-    from experiments.training.trainer import _DATA_FIELDS, task_of
-
-    return task_of({name: getattr(task, name) for name in _DATA_FIELDS}, n_points or task.n_points, task.d)
-
-
-def task_prompts(task, n_prompts: int, seed: int = 0) -> tuple[an.Prompts, dict[str, Tensor]]:
-    """(Prompts, extras) for a TaskSpec: n_points - 1 examples and a query per prompt. Extras:
-    ``noise_std`` (B,) for a noise mixture, ``features`` (B, N+1, width) and ``w_feature`` (B, width)
-    for a representation task, ``task_index`` (B,) for a pool."""
-    syn = synthetic_task(task)
-    draw = icl_tasks.sample if type(syn) in icl_tasks.TASKS else _regression_sample
-    batch = draw(syn, [torch.Generator().manual_seed(seed)], n_prompts, dtype=F64)
-    x, y = batch.x[0], batch.y[0]
-    w = None if task.kind == "representation" else batch.w[0]
-    extras = {name: getattr(batch, name)[0] for name in ("noise_std", "features", "task_index") if hasattr(batch, name)}
-    if task.kind == "representation":
-        extras["w_feature"] = batch.w[0]
-    return an.Prompts(x[:, :-1], y[:, :-1], x[:, -1], y[:, -1], w, task=task), extras
-
-
-def _regression_sample(task, gens, n, dtype):
-    from synthetic.regression import sample
-
-    return sample(task, gens, n, dtype=dtype)
-
-
-# ----------------------------------------------------------------------------------------------
-# References that need the task
-
-
-def _floor(sigma: float, w_std: float) -> float:
-    return max(float(sigma), SIGMA_FLOOR * w_std)
-
-
-def _bayes(task, sigma: float | None):
-    if sigma is None and task.kind == "noise_mixture":
-        raise ValueError("bayes_ridge on a noise mixture needs a level: bayes_ridge:sigma=VALUE "
-                         "(or use mixture_posterior)")
-    s = task.noise_std if sigma is None else sigma
-
-    def weights(x, y, prefix):
-        return bl.bayes_ridge(x, y, noise_std=s, w_std=task.w_std, prefix=prefix).unsqueeze(0)
-    return weights
-
-
-def _mixture(task):
-    if task.kind != "noise_mixture":
-        raise ValueError(f"mixture_posterior needs task.kind = 'noise_mixture', got {task.kind!r}")
-    levels = [_floor(s, task.w_std) for s in task.noise_levels]
-
-    def weights(x, y, prefix):
-        w, _ = bl.noise_mixture_posterior(x, y, noise_levels=levels, probs=task.noise_probs or None,
-                                          w_std=task.w_std, prefix=prefix)
-        return w.unsqueeze(0)
-    return weights
-
-
-def _pool(task):
-    if task.kind != "pool":
-        raise ValueError(f"pool_posterior needs task.kind = 'pool', got {task.kind!r}")
-    pool = synthetic_task(task).pool()
-    sigma = _floor(task.noise_std, task.w_std)
-
-    def weights(x, y, prefix):
-        return bl.pool_posterior(x, y, pool, noise_std=sigma, prefix=prefix).mean.unsqueeze(0)
-    return weights
-
-
-def task_reference(name: str, task, *, sigma: float | None = None) -> an.Reference:
-    """One of TASK_REFERENCE_NAMES for ``task`` (a TaskSpec; see the module docstring)."""
-    if task is None:
-        raise ValueError(f"{name} needs the run's task (prompts drawn by analysis.prompts_for_task)")
-    makers = {"bayes_ridge": lambda: _bayes(task, sigma), "mixture_posterior": lambda: _mixture(task),
-              "pool_posterior": lambda: _pool(task)}
-    if name not in makers:
-        raise KeyError(f"unknown task reference {name!r}; known: {', '.join(TASK_REFERENCE_NAMES)}")
-    return an.Reference(name, makers[name](), iterative=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,9 +54,9 @@ def _nmse(pred: Tensor, target: Tensor, d: int) -> float:
     return float((pred - target).pow(2).mean() / d)
 
 
-def baseline_curves(task, refs: list[an.Reference], *, n_prompts: int = 1024, seed: int = 0) -> pd.DataFrame:
+def baseline_curves(task, refs: list[references.Reference], *, n_prompts: int = 1024, seed: int = 0) -> pd.DataFrame:
     """nmse of each reference's last iterate on the query after n = 0 .. N examples."""
-    p, _ = task_prompts(task, n_prompts, seed)
+    p, _ = prompts.task_prompts(task, n_prompts, seed)
     rows = []
     for ref in refs:
         W = ref.weights(p.x, p.y, True)[-1]  # (B, N+1, d)
@@ -154,7 +66,7 @@ def baseline_curves(task, refs: list[an.Reference], *, n_prompts: int = 1024, se
     return an.frame(rows)
 
 
-def noise_level_table(preds: Tensor, p: an.Prompts, noise_std: Tensor, refs: list[an.Reference], *,
+def noise_level_table(preds: Tensor, p: an.Prompts, noise_std: Tensor, refs: list[references.Reference], *,
                       w_std: float = 1.0, run: str = "", model: str = "model") -> pd.DataFrame:
     """Per noise level (extra column ``noise_std``): nmse of the model predictions ``preds`` (B,),
     of every reference and of "bayes_oracle" (Bayes ridge at each prompt's own sigma), and the
@@ -184,10 +96,10 @@ def pool_table(preds_of, task, *, n_prompts: int = 512, seed: int = 0, run: str 
     pool and on fresh w ~ N(0, w_std^2 I) (extra column ``prompts``: "pool" | "gaussian"). A model
     that memorised the pool tracks pool_posterior on both; one that learned ridge tracks
     bayes_ridge and keeps its error on the Gaussian prompts."""
-    pool_p, _ = task_prompts(task, n_prompts, seed)
-    gauss = an.sample_prompts(task.d, task.n_points - 1, n_prompts, seed=seed, noise_std=task.noise_std,
+    pool_p, _ = prompts.task_prompts(task, n_prompts, seed)
+    gauss = prompts.sample_prompts(task.d, task.n_points - 1, n_prompts, seed=seed, noise_std=task.noise_std,
                               w_std=task.w_std)
-    refs = [task_reference("pool_posterior", task), task_reference("bayes_ridge", task)]
+    refs = [references.task_reference("pool_posterior", task), references.task_reference("bayes_ridge", task)]
     rows, base = [], {"run": run, "model": model, "n_examples": task.n_points - 1}
     for label, p in (("pool", pool_p), ("gaussian", gauss)):
         preds = preds_of(p)
@@ -204,7 +116,7 @@ def pool_table(preds_of, task, *, n_prompts: int = 512, seed: int = 0, run: str 
 
 def feature_ridge_predictions(task, p: an.Prompts, features: Tensor, lam: float | None = None) -> Tensor:
     """Ridge on Phi(x) (lam = Bayes sigma^2 / w_std^2 with the noise floor by default): (B,)."""
-    lam = lam if lam is not None else _floor(task.noise_std, task.w_std) ** 2 / task.w_std**2
+    lam = lam if lam is not None else references.noise_floor(task.noise_std, task.w_std) ** 2 / task.w_std**2
     w = bl.feature_ridge(features[:, :-1], p.y, lam=lam)
     return (w * features[:, -1]).sum(-1)
 
@@ -214,10 +126,10 @@ def representation_table(learner: an.Learner, task, *, n_prompts: int = 1024, se
     at the output), and per layer the held-out R^2 of linear probes (``probe_r2[phi]`` of
     Phi(x_q), ``probe_r2[feature_ridge]`` of the feature-ridge answer): which layers compute
     Phi(x), which fit w."""
-    p, extras = task_prompts(task, n_prompts, seed)
+    p, extras = prompts.task_prompts(task, n_prompts, seed)
     h, read = an.layer_states(learner, p.x, p.y, p.x_query)
     fr = feature_ridge_predictions(task, p, extras["features"])
-    lin = task_reference("bayes_ridge", task).predictions(p)[-1]
+    lin = references.task_reference("bayes_ridge", task).predictions(p)[-1]
     base = {"run": learner.run, "model": learner.model, "n_examples": p.n}
     out = read[-1]
     rows = [{**base, "layer": learner.n_layers, "algorithm": "model", "metric": "nmse",
@@ -273,8 +185,8 @@ def run_table(run, *, n_prompts: int = 1024, seed: int = 0) -> pd.DataFrame:
         return an.layer_predictions(learner, p)[-1]
 
     if task.kind == "noise_mixture":
-        p, extras = task_prompts(task, n_prompts, seed)
-        return noise_level_table(preds_of(p), p, extras["noise_std"], [task_reference("mixture_posterior", task)],
+        p, extras = prompts.task_prompts(task, n_prompts, seed)
+        return noise_level_table(preds_of(p), p, extras["noise_std"], [references.task_reference("mixture_posterior", task)],
                                  w_std=task.w_std, run=run.run_id, model=run.label)
     if task.kind == "pool":
         return pool_table(preds_of, task, n_prompts=n_prompts, seed=seed, run=run.run_id, model=run.label)

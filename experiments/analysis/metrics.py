@@ -32,7 +32,8 @@ import torch
 from torch import Tensor
 
 from constructions.reference import algorithms as alg
-from experiments.analysis.core import Learner, Prompts, Reference, frame, layer_predictions, prediction_gradients
+from experiments.analysis.core import Learner, Prompts, frame, layer_predictions, prediction_gradients
+from experiments.analysis.references import Reference
 
 EPS = 1e-300
 LOWER_IS_BETTER = ("prediction_difference", "implicit_weight_difference", "nmse")

@@ -18,6 +18,7 @@ from constructions.model import load_weights
 from experiments.analysis import core as an
 from experiments.analysis import metrics as am
 from experiments.analysis import probes as ap
+from experiments.analysis import prompts, references
 
 DEFAULT_ALGORITHMS = "gd,newton,ols,ridge,zero"
 
@@ -69,7 +70,7 @@ def iteration_counts(n_layers: int) -> dict[str, int]:
 def references_for(task, n_layers: int, spec: str = DEFAULT_ALGORITHMS, fit: an.Prompts | None = None):
     """Parse ``spec`` for a run; ridge's lam = noise_std^2 / w_std^2 (Bayes-optimal), 1e-2 without noise."""
     lam = (task.noise_std / task.w_std) ** 2 or 1e-2
-    return an.parse_references(spec, n_iter=iteration_counts(n_layers), lam=lam, fit=fit)
+    return references.parse_references(spec, n_iter=iteration_counts(n_layers), lam=lam, fit=fit)
 
 
 def analyze(learner: an.Learner, p: an.Prompts, refs, *, probes: bool = True) -> dict[str, pd.DataFrame]:
@@ -119,8 +120,8 @@ def compare_runs(path, spec: str = DEFAULT_ALGORITHMS, *, n_prompts: int = 512, 
     summaries, frames = [], {}
     for directory in find_runs(path):
         run = load_run(directory)
-        p = an.prompts_for_task(run.config.task, n_prompts, seed=seed)
-        fit = an.prompts_for_task(run.config.task, n_prompts, seed=seed + 1)
+        p = prompts.prompts_for_task(run.config.task, n_prompts, seed=seed)
+        fit = prompts.prompts_for_task(run.config.task, n_prompts, seed=seed + 1)
         refs = references_for(run.config.task, run.learner.n_layers, spec, fit)
         result = analyze(run.learner, p, refs, probes=probes)
         summaries.append(summary(result))

@@ -34,6 +34,7 @@ import torch
 
 from constructions.check.contract import RateSweep
 from experiments.common.validate import ConfigError, read_toml
+from experiments.plots.approx import AXES
 from experiments.training.optim import HYPER_DEFAULTS
 
 COMPARISON_COLUMNS = ("family", "target", "model", "seed", "parameter", "value", "width", "depth", "n_params",
@@ -41,7 +42,6 @@ COMPARISON_COLUMNS = ("family", "target", "model", "seed", "parameter", "value",
 TABLE_COLUMNS = ("family", "target", "model", "parameter", "value", "width", "depth", "median_error", "worst_error",
                  "median_rmse", "n_models")
 SLOPE_COLUMNS = ("family", "target", "model", "parameter", "axis", "slope", "stated_slope", "n_values")
-AXES = {"m": "log", "width": "log", "depth": "log", "lam": "linear", "T": "linear", "tau": "linear"}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 TOP = ("name", "device", "dtype", "transformer", "mpnn", "curves")
 

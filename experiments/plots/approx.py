@@ -15,9 +15,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from experiments.approx.study import AXES
 from experiments.plots import core as plots
 
+# The axis a swept parameter is drawn and fitted on: log-log for sizes, semilog-y where the rate is exponential.
+AXES = {"m": "log", "width": "log", "depth": "log", "lam": "linear", "T": "linear", "tau": "linear"}
 LABELS = {"m": "width m (units)", "width": "units per update", "depth": "layers",
           "lam": "inverse temperature lam", "T": "Taylor order T", "tau": "selection temperature tau"}
 

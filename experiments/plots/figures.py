@@ -20,6 +20,7 @@ from experiments.analysis import core as an
 from experiments.analysis import interp as ai
 from experiments.analysis import metrics as am
 from experiments.analysis import probes as ap
+from experiments.analysis import prompts, references
 from experiments.analysis import runs as ar
 from experiments.plots import core as plots
 from experiments.plots import icl as plots_icl
@@ -29,7 +30,7 @@ HEATMAP_ALGORITHMS = ("gd", "newton")
 
 
 def _prompts(run: ar.Run, n_prompts: int, seed: int = 0) -> an.Prompts:
-    return an.prompts_for_task(run.config.task, n_prompts, seed=seed)
+    return prompts.prompts_for_task(run.config.task, n_prompts, seed=seed)
 
 
 def errors(runs: list[ar.Run], out: Path, n_prompts: int = 512) -> list[Path]:
@@ -97,9 +98,9 @@ def sweep_rates(n_cases: int = 3, seed: int = 0) -> pd.DataFrame:
 def gd_depth_rate(d: int = 3, n: int = 24, depths=(1, 2, 4, 8, 16), n_prompts: int = 64) -> pd.DataFrame:
     """The GD construction's distance to least squares against depth: mean |readout - OLS prediction|
     at the query; GD contracts linearly, so log error falls linearly in depth (axis "linear")."""
-    p = an.sample_prompts(d, n, n_prompts, seed=0)
-    eta = an.default_eta(p.x)
-    want = an.reference("ols").predictions(p)[0]
+    p = prompts.sample_prompts(d, n, n_prompts, seed=0)
+    eta = references.default_eta(p.x)
+    want = references.reference("ols").predictions(p)[0]
     rows = []
     for depth in depths:
         built = gd_construction.build(d, depth, eta)
@@ -129,7 +130,7 @@ def matching_construction(run: ar.Run, fit: an.Prompts) -> M.Weights:
     """The GD construction with the run's depth at the best step size for that many steps, aligned
     to the run's config (ValueError if the configs cannot be aligned exactly)."""
     L, d = run.learner.n_layers, run.config.task.d
-    built = gd_construction.build(d, L, an.best_eta(fit, L))
+    built = gd_construction.build(d, L, references.best_eta(fit, L))
     return ai.align(built.cfg, built.weights, run.learner.cfg)
 
 

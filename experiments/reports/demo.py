@@ -33,6 +33,7 @@ from constructions.icl import gd as gd_construction
 from constructions.icl import newton as newton_construction
 from constructions.registry import CONSTRUCTIONS
 from experiments.analysis import core as an
+from experiments.analysis import prompts, references
 from experiments.analysis import runs as ar
 from experiments.plots import figures as af
 
@@ -81,15 +82,15 @@ def demo_approx(tiny: bool) -> dict:
 
 def construction_summaries(d: int, n: int, n_prompts: int) -> list[dict]:
     """The GD (3 steps) and Newton (3 iterations) constructions through the trained-model metrics."""
-    p, out = an.sample_prompts(d, n, n_prompts, seed=0), []
-    eta, radius = an.default_eta(p.x), float(p.x.norm(dim=-1).max())
+    p, out = prompts.sample_prompts(d, n, n_prompts, seed=0), []
+    eta, radius = references.default_eta(p.x), float(p.x.norm(dim=-1).max())
     alpha = 0.5 * newton_construction.alpha_bound(radius)
     cases = [(gd_construction.build(d, 3, eta), "gd construction (3 steps)", f"gd:eta={eta},ols,zero"),
              (newton_construction.build(d, 3, alpha, radius=radius), "newton construction (3 iterations)",
               f"newton:alpha={alpha}:n_iter=6,ols,zero")]
     for built, name, spec in cases:
         learner = an.Learner(built.cfg, built.weights, "example", model=name)
-        out.append(ar.summary(ar.analyze(learner, p, an.parse_references(spec), probes=False)))
+        out.append(ar.summary(ar.analyze(learner, p, references.parse_references(spec), probes=False)))
     return out
 
 
@@ -103,7 +104,7 @@ def from_construction_table(runs: list[ar.Run], tiny: bool) -> pd.DataFrame:
     run = next((r for r in runs if r.learner.n_layers == 1 and r.config.model.attention == "linear"), None)
     if run is None:
         return pd.DataFrame()
-    start = af.matching_construction(run, an.prompts_for_task(run.config.task, 256, seed=1))
+    start = af.matching_construction(run, prompts.prompts_for_task(run.config.task, 256, seed=1))
     config = replace(run.config, train=replace(run.config.train, steps=8 if tiny else 200))
     _, frame = ai.train_from(config, start)
     nmse = frame[frame.metric == "nmse"].value

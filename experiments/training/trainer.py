@@ -35,10 +35,9 @@ from constructions.tokens import (
 )
 from experiments.common.devices import pick_device
 from experiments.common.seeds import DATA_STREAM, EVAL_STREAM, INIT_STREAM, derive_seed
+from experiments.training import tasks
 from experiments.training.config import RunConfig
 from experiments.training.optim import FlatSpec, Hyper, adamw, clip_coef, grad_norms, lr_at
-from synthetic import tasks as icl_tasks
-from synthetic.regression import RegressionTask, sample
 
 CPU_CHUNK_BYTES = 32 * 2**20
 
@@ -194,9 +193,8 @@ class Trainer:
         """Tokens and targets for every model; each task group is sampled with its own generators."""
         xs, ys, order = [], [], []
         for fields_, idx in self.task_groups:
-            task = task_of(fields_, n_points, n_dims)
-            draw = icl_tasks.sample if type(task) in icl_tasks.TASKS else sample
-            b = draw(task, [gens[i] for i in idx], batch_size, device=self.device, dtype=self.dtype)
+            task = tasks.task_of(fields_, n_points, n_dims)
+            b = tasks.sample(task, [gens[i] for i in idx], batch_size, device=self.device, dtype=self.dtype)
             xs.append(b.x)
             ys.append(b.y)
             order += idx
@@ -349,40 +347,15 @@ def _hyper_row(r: RunConfig) -> dict:
             "warmup": t.warmup_steps, "total": t.steps, "min_lr_ratio": t.min_lr_ratio, "clip": t.grad_clip}
 
 
-_DATA_FIELDS = ("d", "noise_std", "kind", "condition_number", "basis_seed", "w_std", "noise_levels", "noise_probs",
-                "k", "pool_size", "pool_seed", "phi_depth", "phi_width", "phi_seed")
+def train_runs(runs: Sequence[RunConfig], device=None, compile: bool = False) -> tuple[Trainer, TrainState]:
+    """Train ``runs`` (one batch group) from scratch in memory; for tests and notebooks."""
+    trainer = Trainer(runs, device=device, compile=compile)
+    return trainer, trainer.fit(trainer.initial_state())
 
 
 def _task_groups(runs: Sequence[RunConfig]) -> list[tuple[dict, list[int]]]:
     """Models with the same data distribution, sampled in one call: [(task fields, model indices)]."""
     groups: dict[tuple, list[int]] = {}
     for k, r in enumerate(runs):
-        key = tuple((name, getattr(r.task, name)) for name in _DATA_FIELDS)
-        groups.setdefault(key, []).append(k)
+        groups.setdefault(tuple(tasks.data_fields(r.task).items()), []).append(k)
     return [(dict(key), idx) for key, idx in groups.items()]
-
-
-def task_of(f: dict, n_points: int, n_dims: int):
-    """The synthetic task of a run's data fields (``_DATA_FIELDS``) at the curriculum's size.
-    The in-context kinds of :mod:`synthetic.tasks` have no dimension curriculum (config.py
-    rejects one), so ``n_dims`` is d for them."""
-    kind, common = f["kind"], {"d": f["d"], "n_points": n_points, "w_std": f["w_std"]}
-    if kind == "noise_mixture":
-        return icl_tasks.NoiseMixtureTask(**common, noise_levels=f["noise_levels"], noise_probs=f["noise_probs"] or None)
-    if kind == "sparse":
-        return icl_tasks.SparseRegressionTask(**common, k=f["k"], noise_std=f["noise_std"])
-    if kind == "pool":
-        return icl_tasks.TaskPoolTask(**common, pool_size=f["pool_size"], pool_seed=f["pool_seed"],
-                                      noise_std=f["noise_std"])
-    if kind == "representation":
-        return icl_tasks.RepresentationTask(**common, depth=f["phi_depth"], width=f["phi_width"],
-                                            phi_seed=f["phi_seed"], noise_std=f["noise_std"])
-    return RegressionTask(n_points=n_points, n_dims_active=n_dims, noise_std=f["noise_std"], kind=kind,
-                          condition_number=f["condition_number"], basis_seed=f["basis_seed"], d=f["d"],
-                          w_std=f["w_std"])
-
-
-def train_runs(runs: Sequence[RunConfig], device=None, compile: bool = False) -> tuple[Trainer, TrainState]:
-    """Train ``runs`` (one batch group) from scratch in memory; for tests and notebooks."""
-    trainer = Trainer(runs, device=device, compile=compile)
-    return trainer, trainer.fit(trainer.initial_state())

@@ -1,0 +1,254 @@
+"""Reference algorithms as the analysis sees them: a prompt -> regression weights at every iteration.
+
+Every reference here is linear in the query (prediction = w . x_q), so its gradient with respect to
+x_q is its weight vector. ``reference(name, ...)`` builds one by name (an explicit table) and
+``parse_references("gd,newton:alpha=0.3,ols")`` a list from the ``--algorithms`` syntax.
+
+Task references need the run's task (:class:`experiments.training.config.TaskSpec`):
+
+    bayes_ridge        posterior mean under w ~ N(0, w_std^2 I) at noise ``sigma`` (default: the
+                       task's noise_std): ridge with lam = sigma^2 / w_std^2 (sum convention),
+                       min-norm least squares at sigma = 0
+    mixture_posterior  posterior mean under the task's mixture of noise levels
+    pool_posterior     posterior mean over the task's finite pool of weight vectors
+
+Zero noise levels enter the two posteriors as SIGMA_FLOOR * w_std (a zero level has no density on
+data; the floor makes the posterior pick the noiseless explanation whenever it fits).
+
+Glossary: B prompts, N context examples, d input dimension, I + 1 iterates (0 .. I).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from constructions.reference import algorithms as alg
+from constructions.reference import baselines as bl
+from experiments.analysis.core import F64, Prompts
+from experiments.training import tasks as T
+
+TASK_REFERENCE_NAMES = ("bayes_ridge", "mixture_posterior", "pool_posterior")
+SIGMA_FLOOR = 1e-3
+
+
+@dataclass(frozen=True)
+class Reference:
+    """``weights(x, y, prefix)`` -> (I + 1, B, [N + 1,] d): iterate k's weights (I = 0 for closed
+    forms). ``prefix=True`` fits every prefix at once (entry n uses the first n examples)."""
+
+    name: str
+    weights: Callable[[Tensor, Tensor, bool], Tensor]
+    iterative: bool = True
+
+    def predictions(self, p: Prompts) -> Tensor:
+        """(I + 1, B) predictions w_k . x_q for the full context."""
+        return alg.predict(self.weights(p.x, p.y, False), p.x_query)
+
+
+def top_eigenvalue(x: Tensor, prefix: bool = False) -> Tensor:
+    """lambda_max(S), S = X^T X / N, per prompt (and per prefix)."""
+    return torch.linalg.eigvalsh(alg.statistics(x, prefix=prefix)[0])[..., -1]
+
+
+def default_eta(x: Tensor) -> float:
+    """1 / E[lambda_max(S)] over the prompts: one step size for every prompt, stable for any prompt
+    whose lambda_max(S) is below twice the average."""
+    return float(1.0 / top_eigenvalue(x).mean())
+
+
+def _gd(eta, n_iter):
+    """GD with step eta; eta=None uses eta = 1 / lambda_max(S) per prompt (and per prefix), the
+    largest step that keeps every eigenvalue of I - eta S in [0, 1): GD then never diverges nor
+    oscillates, whatever the number of examples."""
+    def weights(x, y, prefix):
+        if eta:
+            return alg.gd(x, y, eta=eta, n_steps=n_iter, prefix=prefix)
+        S, b = alg.statistics(x, y, prefix=prefix)
+        step = 1.0 / top_eigenvalue(x, prefix).clamp(min=1e-12)  # (B, [N+1])
+        w, out = torch.zeros_like(b), [torch.zeros_like(b)]
+        for _ in range(n_iter):
+            w = w - step[..., None] * ((S @ w.unsqueeze(-1)).squeeze(-1) - b)
+            out.append(w)
+        return torch.stack(out)
+    return weights
+
+
+def _newton(alpha, n_iter):
+    """Newton-Schulz weights M_k b; alpha=None uses alpha = 1 / lambda_max(S)^2 per prompt (and
+    per prefix), inside the convergence range 0 < alpha < 2 / lambda_max^2."""
+    def weights(x, y, prefix):
+        S, b = alg.statistics(x, y, prefix=prefix)
+        a = alpha if alpha else 1.0 / top_eigenvalue(x, prefix).clamp(min=1e-12).pow(2)[..., None, None]
+        return (alg.newton_schulz(S, alpha=a, n_iter=n_iter) @ b.unsqueeze(-1)).squeeze(-1)
+    return weights
+
+
+def _ridge(lam):
+    """w = (X^T X + lam I)^{-1} X^T y = (S + lam / n I)^{-1} b for n examples (lam = sigma^2 /
+    tau^2 is the Bayes-optimal choice for w ~ N(0, tau^2 I) and noise sigma)."""
+    def weights(x, y, prefix):
+        S, b = alg.statistics(x, y, prefix=prefix)
+        n = torch.arange(x.shape[-2] + 1, dtype=x.dtype) if prefix else torch.tensor(float(x.shape[-2]))
+        A = S + (lam / n.clamp(min=1))[..., None, None] * torch.eye(x.shape[-1], dtype=x.dtype)
+        return torch.linalg.solve(A, b.unsqueeze(-1)).squeeze(-1).unsqueeze(0)
+    return weights
+
+
+def _gd_plus_plus(eta, gamma, n_iter):
+    """GD++'s prediction is linear in x_q; its weights are its predictions on the basis vectors."""
+    def one(x, y):
+        e = eta if eta else default_eta(x)
+        g = gamma if gamma is not None else 0.25 * e
+        d = x.shape[-1]
+        xs, ys = x.expand(d, *x.shape), y.expand(d, *y.shape)
+        basis = torch.eye(d, dtype=x.dtype)[:, None, :].expand(d, x.shape[0], d)
+        return alg.gd_plus_plus(xs, ys, basis, eta=e, gamma=g, n_steps=n_iter).prediction.movedim(1, -1)
+
+    def weights(x, y, prefix):
+        if not prefix:
+            return one(x, y)
+        first = torch.zeros(n_iter + 1, x.shape[0], x.shape[-1], dtype=x.dtype)
+        return torch.stack([first] + [one(x[:, :n], y[:, :n]) for n in range(1, x.shape[1] + 1)], dim=-2)
+    return weights
+
+
+def _ols(x, y, prefix):
+    return alg.least_squares(x, y, prefix=prefix).unsqueeze(0)
+
+
+def _zero(x, y, prefix):
+    shape = (1, x.shape[0]) + ((x.shape[1] + 1,) if prefix else ()) + (x.shape[-1],)
+    return torch.zeros(shape, dtype=x.dtype)
+
+
+REFERENCE_NAMES = ("zero", "ols", "ridge", "gd", "gd_plus_plus", "newton",
+                   "bayes_ridge", "mixture_posterior", "pool_posterior")
+
+
+def reference(name: str, *, n_iter: int = 8, eta: float | None = None, alpha: float | None = None,
+              gamma: float | None = None, lam: float = 0.1, sigma: float | None = None,
+              task=None) -> Reference:
+    """A reference by name; options that do not apply to it are ignored.
+
+    gd            w_{k+1} = w_k - eta (S w_k - b), w_0 = 0 (eta=None: 1 / lambda_max(S) per prompt)
+    gd_plus_plus  GD with x <- (I - gamma S) x after every step (gamma=None: eta / 4)
+    newton        Newton-Schulz w_k = M_k b (alpha=None: 1 / lambda_max(S)^2 per prompt)
+    ols           minimum-norm least squares (pinv);  ridge  (X^T X + lam I)^{-1} X^T y
+    zero          the zero predictor (normalized error 1 on the isotropic task)
+    bayes_ridge, mixture_posterior, pool_posterior   need the run's ``task`` (see analysis_icl;
+                  bayes_ridge takes sigma, default the task's noise_std)
+    """
+    if name in TASK_REFERENCE_NAMES:
+        return task_reference(name, task, sigma=sigma)
+    table = {
+        "zero": lambda: Reference("zero", _zero, iterative=False),
+        "ols": lambda: Reference("ols", _ols, iterative=False),
+        "ridge": lambda: Reference("ridge", _ridge(lam), iterative=False),
+        "gd": lambda: Reference("gd", _gd(eta, n_iter)),
+        "gd_plus_plus": lambda: Reference("gd_plus_plus", _gd_plus_plus(eta, gamma, n_iter)),
+        "newton": lambda: Reference("newton", _newton(alpha, n_iter)),
+    }
+    if name not in table:
+        raise KeyError(f"unknown algorithm {name!r}; known: {', '.join(REFERENCE_NAMES)}")
+    return table[name]()
+
+
+def best_eta(p: Prompts, n_steps: int = 1) -> float:
+    """The GD step size with the smallest squared error on the prompts' queries after n_steps.
+    One step is linear in eta (w_1 = eta b), so its best eta is <a, y> / <a, a> with a = b . x_q;
+    more steps are searched on a log grid of 61 points in [0.01, 3] / E[lambda_max(S)]."""
+    if n_steps == 1:
+        a = alg.predict(alg.statistics(p.x, p.y)[1], p.x_query)
+        return float((a * p.y_query).sum() / (a * a).sum().clamp(min=1e-300))
+    grid = torch.logspace(-2, float(torch.log10(torch.tensor(3.0))), 61, dtype=F64) * default_eta(p.x)
+    errs = [(alg.gd(p.x, p.y, eta=float(e), n_steps=n_steps)[-1] * p.x_query).sum(-1).sub(p.y_query).pow(2).mean()
+            for e in grid]
+    return float(grid[int(torch.stack(errs).nan_to_num(float("inf")).argmin())])
+
+
+def parse_references(spec: str, *, n_iter: dict[str, int] | None = None, lam: float = 0.1,
+                     fit: Prompts | None = None) -> list[Reference]:
+    """"gd,newton:alpha=0.3,ols" -> references; options after ':' as key=value (eta, alpha,
+    gamma, lam, n_iter, sigma). ``n_iter`` gives per-name defaults for the iteration count.
+    ``gd:eta=best`` takes :func:`best_eta` for n_iter steps on the prompts ``fit``. A reference
+    given options is named with them: "gd[eta=0.7937,n_iter=1]"."""
+    out = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        name, *opts = item.split(":")
+        kwargs = {"n_iter": (n_iter or {}).get(name, 8), "lam": lam}
+        for opt in opts:
+            key, _, value = opt.partition("=")
+            if key not in ("eta", "alpha", "gamma", "lam", "n_iter", "sigma") or not value:
+                raise ValueError(f"--algorithms: bad option {opt!r} in {item!r}; use key=value with key in "
+                                 "eta, alpha, gamma, lam, n_iter, sigma")
+            kwargs[key] = value
+        for key, value in list(kwargs.items()):
+            if key == "eta" and value == "best":
+                if fit is None:
+                    raise ValueError("--algorithms: eta=best needs prompts to fit the step size on")
+                kwargs[key] = best_eta(fit, int(kwargs["n_iter"]))
+            else:
+                kwargs[key] = int(value) if key == "n_iter" else float(value)
+        ref = reference(name, task=getattr(fit, "task", None), **kwargs)
+        shown = [f"{o.partition('=')[0]}={kwargs[o.partition('=')[0]]:.4g}" for o in opts]
+        out.append(replace(ref, name=f"{name}[{','.join(shown)}]") if opts else ref)
+    if not out:
+        raise ValueError("--algorithms: name at least one algorithm")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# References that need the task
+
+
+def noise_floor(sigma: float, w_std: float) -> float:
+    return max(float(sigma), SIGMA_FLOOR * w_std)
+
+
+def _bayes(task, sigma: float | None):
+    if sigma is None and task.kind == "noise_mixture":
+        raise ValueError("bayes_ridge on a noise mixture needs a level: bayes_ridge:sigma=VALUE "
+                         "(or use mixture_posterior)")
+    s = task.noise_std if sigma is None else sigma
+
+    def weights(x, y, prefix):
+        return bl.bayes_ridge(x, y, noise_std=s, w_std=task.w_std, prefix=prefix).unsqueeze(0)
+    return weights
+
+
+def _mixture(task):
+    if task.kind != "noise_mixture":
+        raise ValueError(f"mixture_posterior needs task.kind = 'noise_mixture', got {task.kind!r}")
+    levels = [noise_floor(s, task.w_std) for s in task.noise_levels]
+
+    def weights(x, y, prefix):
+        w, _ = bl.noise_mixture_posterior(x, y, noise_levels=levels, probs=task.noise_probs or None,
+                                          w_std=task.w_std, prefix=prefix)
+        return w.unsqueeze(0)
+    return weights
+
+
+def _pool(task):
+    if task.kind != "pool":
+        raise ValueError(f"pool_posterior needs task.kind = 'pool', got {task.kind!r}")
+    pool = T.synthetic_task(task).pool()
+    sigma = noise_floor(task.noise_std, task.w_std)
+
+    def weights(x, y, prefix):
+        return bl.pool_posterior(x, y, pool, noise_std=sigma, prefix=prefix).mean.unsqueeze(0)
+    return weights
+
+
+def task_reference(name: str, task, *, sigma: float | None = None) -> Reference:
+    """One of TASK_REFERENCE_NAMES for ``task`` (a TaskSpec; see the module docstring)."""
+    if task is None:
+        raise ValueError(f"{name} needs the run's task (prompts drawn by analysis.prompts_for_task)")
+    makers = {"bayes_ridge": lambda: _bayes(task, sigma), "mixture_posterior": lambda: _mixture(task),
+              "pool_posterior": lambda: _pool(task)}
+    if name not in makers:
+        raise KeyError(f"unknown task reference {name!r}; known: {', '.join(TASK_REFERENCE_NAMES)}")
+    return Reference(name, makers[name](), iterative=False)

@@ -1,0 +1,68 @@
+"""The synthetic in-context regression task of a run, by ``task.kind``: two explicit tables.
+
+``BUILDERS`` maps a kind of :class:`experiments.training.config.TaskSpec` to the synthetic task it
+draws from (at the curriculum's size), and ``SAMPLERS`` maps a synthetic task class to the function
+that draws its prompts. Adding a kind is one line in each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from synthetic import regression
+from synthetic import tasks as icl_tasks
+
+# The TaskSpec fields that fix a run's data distribution (runs that agree on them share one draw call).
+DATA_FIELDS = ("d", "noise_std", "kind", "condition_number", "basis_seed", "w_std", "noise_levels", "noise_probs",
+               "k", "pool_size", "pool_seed", "phi_depth", "phi_width", "phi_seed")
+
+
+def _regression(f: dict, n_points: int, n_dims: int):
+    return regression.RegressionTask(n_points=n_points, n_dims_active=n_dims, noise_std=f["noise_std"], kind=f["kind"],
+                                     condition_number=f["condition_number"], basis_seed=f["basis_seed"], d=f["d"],
+                                     w_std=f["w_std"])
+
+
+def _common(f: dict, n_points: int) -> dict:
+    return {"d": f["d"], "n_points": n_points, "w_std": f["w_std"]}
+
+
+# kind -> (data fields, n_points, active dims) -> synthetic task. The kinds of synthetic.tasks have no
+# dimension curriculum (the config rejects one), so they ignore n_dims.
+BUILDERS: dict[str, Callable] = {
+    "isotropic": _regression,
+    "anisotropic": _regression,
+    "noise_mixture": lambda f, n, _: icl_tasks.NoiseMixtureTask(**_common(f, n), noise_levels=f["noise_levels"],
+                                                                noise_probs=f["noise_probs"] or None),
+    "sparse": lambda f, n, _: icl_tasks.SparseRegressionTask(**_common(f, n), k=f["k"], noise_std=f["noise_std"]),
+    "pool": lambda f, n, _: icl_tasks.TaskPoolTask(**_common(f, n), pool_size=f["pool_size"],
+                                                   pool_seed=f["pool_seed"], noise_std=f["noise_std"]),
+    "representation": lambda f, n, _: icl_tasks.RepresentationTask(**_common(f, n), depth=f["phi_depth"],
+                                                                   width=f["phi_width"], phi_seed=f["phi_seed"],
+                                                                   noise_std=f["noise_std"]),
+}
+
+SAMPLERS: dict[type, Callable] = {regression.RegressionTask: regression.sample,
+                                  **{cls: icl_tasks.sample for cls in icl_tasks.TASKS}}
+
+
+def data_fields(task_spec) -> dict:
+    """The DATA_FIELDS of a TaskSpec, as a dict."""
+    return {name: getattr(task_spec, name) for name in DATA_FIELDS}
+
+
+def task_of(fields: dict, n_points: int, n_dims: int):
+    """The synthetic task of a run's data fields at the curriculum's size (n_points, n_dims)."""
+    return BUILDERS[fields["kind"]](fields, n_points, n_dims)
+
+
+def synthetic_task(task_spec, n_points: int | None = None):
+    """The synthetic task of a TaskSpec at full size (or with ``n_points``)."""
+    return task_of(data_fields(task_spec), n_points or task_spec.n_points, task_spec.d)
+
+
+def sample(task, generators: Sequence[torch.Generator], batch_size: int, *, device=None, dtype=torch.float32):
+    """Prompts of any synthetic in-context task, model k from ``generators[k]`` alone."""
+    return SAMPLERS[type(task)](task, generators, batch_size, device=device, dtype=dtype)
