@@ -203,7 +203,7 @@ def test_a_trained_one_layer_linear_attention_model_matches_the_gd_construction(
     800 steps (nmse reaches the one-step optimum 1 - N / (N + d + 1) = 0.2 within ~600), its
     gradient in the query must align with the GD step's direction b = X^T y / N."""
     from experiments.training.config import RunConfig
-    from experiments.training.trainer import train_runs
+    from experiments.training.regression import train_runs
 
     run = RunConfig.from_dict({
         "task": {"d": 4, "n_points": 21, "format": "example", "eval_batch_size": 256},

@@ -21,9 +21,9 @@ def test_a_model_trained_in_a_batch_equals_the_same_model_trained_alone():
     summation order inside batched matmuls differs (~1e-16 relative), through 3 AdamW steps whose
     per-coordinate update m / sqrt(v) is O(1) in size: far below 1e-9."""
     study = dataclasses.replace(TINY, steps=3)
-    _, _, together, members = AT.train_width(study, 4, dtype=torch.float64)
+    _, together, members = AT.train_width(study, 4, dtype=torch.float64)
     alone_study = dataclasses.replace(study, targets=("relu",), seeds=(1,))
-    _, _, alone, _ = AT.train_width(alone_study, 4, dtype=torch.float64)
+    _, alone, _ = AT.train_width(alone_study, 4, dtype=torch.float64)
     k = members.index(("relu", 1))
     torch.testing.assert_close(together.theta[k:k + 1], alone.theta, rtol=1e-9, atol=1e-12)
     assert not torch.allclose(together.theta[k], together.theta[members.index(("relu", 0))])  # seeds differ
@@ -35,10 +35,10 @@ def test_training_beats_the_best_constant_predictor():
     prediction: the model learned part of the map, not only its mean (measured: 0.45-0.46 over
     seeds 0, 1, 2, so 0.7 leaves room for other platforms' round-off without admitting a mean-only fit)."""
     study = AT.TransformerStudy(targets=("cosine",), seeds=(0,), steps=300, batch_size=64, eval_inputs=512)
-    cfg, spec, res, _ = AT.train_width(study, 32, dtype=torch.float64)
+    trainer, state, _ = AT.train_width(study, 32, dtype=torch.float64)
     target = AT.targets(study)["cosine"]
     X = AT.eval_inputs(study, target)
-    _, rmse = AT.measure(cfg, spec.unflatten(res.theta), target, X)
+    _, rmse = AT.measure(trainer.problem.cfg, trainer.spec.unflatten(state.theta), target, X)
     assert float(rmse[0]) < 0.7 * float(target(X).std())
 
 
@@ -105,8 +105,8 @@ def test_transformer_training_on_cuda_equals_training_on_the_cpu():
     size lr per coordinate) keep far below 1e-9."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    _, _, cpu, _ = AT.train_width(TINY, 4, dtype=torch.float64)
-    _, _, gpu, _ = AT.train_width(TINY, 4, dtype=torch.float64, device="cuda")
+    _, cpu, _ = AT.train_width(TINY, 4, dtype=torch.float64)
+    _, gpu, _ = AT.train_width(TINY, 4, dtype=torch.float64, device="cuda")
     torch.testing.assert_close(gpu.theta.cpu(), cpu.theta, rtol=0, atol=1e-9)
 
 

@@ -12,7 +12,7 @@ from experiments.analysis import icl as ai
 from experiments.analysis import prompts, references
 from experiments.common.validate import ConfigError
 from experiments.training.config import RunConfig
-from experiments.training.trainer import Trainer, train_runs
+from experiments.training.regression import RegressionProblem, train_runs
 from synthetic import tasks as icl_tasks
 
 KIND_TASKS = {
@@ -87,11 +87,10 @@ def test_a_dimension_curriculum_is_refused_for_the_new_kinds():
 
 def test_trainer_batches_come_from_the_task_sampler_with_the_models_own_generator():
     cfg = run_config(KIND_TASKS["pool"], seed=5)
-    trainer = Trainer([cfg], device="cpu")
-    gens = trainer.generators(1)
-    tokens, targets = trainer.batch(gens, 4, 6, 3)
+    problem = RegressionProblem([cfg], device="cpu")
+    tokens, targets = problem.prompts(problem.generators(1), 4, 6, 3)
     expect = icl_tasks.sample(icl_tasks.TaskPoolTask(d=3, n_points=6, pool_size=4, pool_seed=3),
-                              trainer.generators(1), 4, dtype=torch.float64)
+                              problem.generators(1), 4, dtype=torch.float64)
     assert torch.equal(targets[..., 0], expect.y[..., -1])
     assert torch.equal(tokens[0, :, -1, :3], expect.x[0, :, -1])
 

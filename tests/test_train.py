@@ -9,7 +9,7 @@ import torch
 
 from experiments.training.config import Curriculum, RunConfig
 from experiments.training.optim import FlatSpec, Hyper, adamw, clip_coef, grad_norms, lr_at
-from experiments.training.trainer import Trainer, checkpoint_slice, state_from_slices, train_runs
+from experiments.training.regression import make_trainer, train_runs
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +140,7 @@ def test_example_format_trains_batched_like_separate_runs():
 
 def test_chunking_the_models_of_a_step_changes_nothing():
     runs = mixed_runs(steps=10)
-    chunked, whole = Trainer(runs, device="cpu", model_chunk=2), Trainer(runs, device="cpu", model_chunk=3)
+    chunked, whole = make_trainer(runs, device="cpu", model_chunk=2), make_trainer(runs, device="cpu", model_chunk=3)
     a, b = chunked.fit(chunked.initial_state()), whole.fit(whole.initial_state())
     torch.testing.assert_close(a.theta, b.theta, atol=1e-12, rtol=0)
 
@@ -163,17 +163,17 @@ def test_early_stop_freezes_only_the_model_that_hit_its_target():
     assert [len(m) for m in state.metrics] == [1, 3]
     summary = trainer.summary(state)
     assert summary[0]["steps_done"] == 10 and summary[1]["steps_done"] == 30
-    ten = Trainer(runs[:1], device="cpu")
+    ten = make_trainer(runs[:1], device="cpu")
     torch.testing.assert_close(state.theta[0], ten.fit(ten.initial_state(), max_steps=10).theta[0], atol=1e-12, rtol=0)
 
 
 def test_resuming_from_a_checkpoint_slice_continues_exactly():
     runs = mixed_runs()
-    trainer = Trainer(runs, device="cpu")
+    trainer = make_trainer(runs, device="cpu")
     half = trainer.fit(trainer.initial_state(), max_steps=20)
-    slices = [checkpoint_slice(trainer, half, k) for k in range(len(runs))]
-    fresh = Trainer(runs, device="cpu")
-    resumed = fresh.fit(state_from_slices(fresh, slices))
+    slices = [trainer.checkpoint_slice(half, k) for k in range(len(runs))]
+    fresh = make_trainer(runs, device="cpu")
+    resumed = fresh.fit(fresh.state_from_slices(slices))
     _, straight = train_runs(runs, device="cpu")
     assert torch.equal(resumed.theta, straight.theta)
     assert resumed.metrics == straight.metrics
@@ -181,7 +181,7 @@ def test_resuming_from_a_checkpoint_slice_continues_exactly():
 
 def test_a_training_step_never_synchronises_with_the_host(monkeypatch):
     """Reading a value on the host (item, bool, tolist, cpu, numpy) fails inside the step loop."""
-    trainer = Trainer(mixed_runs(), device="cpu")
+    trainer = make_trainer(mixed_runs(), device="cpu")
     state = trainer.initial_state()
     trainer.step(state)  # warm-up outside the guard
 

@@ -71,12 +71,25 @@ class RateSweep:
             raise ValueError("RateSweep.values needs at least two values to fit a slope")
 
     def fit(self, errors: list[float]) -> float:
-        """Least-squares slope of log(errors) against log(values) or values."""
-        xs = torch.tensor(self.values, dtype=torch.float64)
-        xs = xs.log() if self.axis == "log" else xs
-        ys = torch.tensor(errors, dtype=torch.float64).clamp(min=1e-300).log()
-        xc = xs - xs.mean()
-        return float((xc * (ys - ys.mean())).sum() / (xc * xc).sum())
+        """Least-squares slope of log(errors) against log(values) or values (:func:`fit_slope`)."""
+        return fit_slope(self.values, errors, self.axis)
+
+
+def fit_line(values, errors, axis: str = "log") -> tuple[float, float]:
+    """(slope, intercept) of the least-squares line through log(errors) against log(values)
+    (``axis="log"``: a power law, error ~ value^slope) or against the values (``axis="linear"``:
+    error ~ exp(slope * value)). Errors are clamped at 1e-300 (an exact zero has no log)."""
+    xs = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    xs = xs.log() if axis == "log" else xs
+    ys = torch.tensor([float(e) for e in errors], dtype=torch.float64).clamp(min=1e-300).log()
+    xc = xs - xs.mean()
+    slope = (xc * (ys - ys.mean())).sum() / (xc * xc).sum()
+    return float(slope), float(ys.mean() - slope * xs.mean())
+
+
+def fit_slope(values, errors, axis: str = "log") -> float:
+    """The slope of :func:`fit_line`."""
+    return fit_line(values, errors, axis)[0]
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import torch
 
 from constructions import model as M
 from experiments.analysis.core import Learner, Prompts, frame, layer_predictions
+from experiments.training.regression import make_trainer
 
 PADDABLE = ("n_heads", "d_head", "d_mlp", "d_model")
 
@@ -96,12 +97,10 @@ def train_from(run_config, weights: M.Weights, *, device: str = "cpu"):
     """Train one run (an ``experiments.training.config.RunConfig``) starting from ``weights`` (its config,
     e.g. an aligned construction) instead of a random init. Returns (trained weights, frame with
     ``relative_distance_moved`` and the logged ``nmse`` per ``step``)."""
-    from experiments.training.trainer import Trainer
-
-    trainer = Trainer([run_config], device=device)
+    trainer = make_trainer([run_config], device=device)
     state = trainer.initial_state()
     theta0 = trainer.spec.flatten(weights).to(dtype=trainer.dtype, device=trainer.device)
-    state.theta = theta0.clone()
+    state.tensors = state.tensors._replace(theta=theta0.clone())
     trainer.fit(state)
     moved = float((state.theta - theta0).norm() / theta0.norm().clamp(min=1e-30))
     rows = [{"run": run_config.run_id, "model": "from construction", "algorithm": "model", "metric": "nmse",

@@ -24,7 +24,7 @@ import torch
 from constructions.approx import mpnn_attention as A
 from constructions.approx import mpnn_selection as S
 from constructions.approx import universal as U
-from constructions.check.contract import Case, Construction, RateSweep
+from constructions.check.contract import Case, Construction, fit_slope
 
 
 def _size(built) -> tuple[int, int]:
@@ -52,8 +52,8 @@ def with_slopes(df: pd.DataFrame, axes: dict[str, str], stated: dict[str, float]
     keys = [k for k in df.columns if k not in ("value", "error", "bound", "width", "depth")]
     parts = []
     for _, group in df.groupby(keys, sort=False, dropna=False):
-        sweep = RateSweep(group["parameter"].iloc[0], tuple(group["value"]), 0.0, 0.0, axis=axes[group["parameter"].iloc[0]])
-        parts.append(group.assign(slope=sweep.fit(list(group["error"]))))
+        axis = axes[group["parameter"].iloc[0]]
+        parts.append(group.assign(slope=fit_slope(list(group["value"]), list(group["error"]), axis)))
     out = pd.concat(parts, ignore_index=True)
     return out.assign(stated_slope=out["construction"].map(stated or {}))
 

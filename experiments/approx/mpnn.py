@@ -41,12 +41,14 @@ Glossary of shapes: K models; B graphs; n nodes; d features (= the layer's width
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
+from safetensors.torch import save_file
 from torch import Tensor
 
 from constructions import model as M
@@ -55,12 +57,15 @@ from constructions.approx import mpnn_attention as A
 from constructions.approx import mpnn_selection as S
 from constructions.check.contract import Built, Case
 from experiments.approx.mpnn_study import ATTENTIONS, MPNNStudy, study_from  # noqa: F401  (re-exported)
-from experiments.common.seeds import derive_seed
-from experiments.training.fit import fit
-from experiments.training.optim import FlatSpec
+from experiments.common.devices import DTYPES, pick_device
+from experiments.common.ids import run_id
+from experiments.common.seeds import DATA_STREAM, EVAL_STREAM, INIT_STREAM, derive_seed
+from experiments.sweeps.spec import Family
+from experiments.training.optim import FlatSpec, hyper_rows
+from experiments.training.trainer import EarlyStop, Loop, Trainer
 from synthetic import graphs
 
-INIT_STREAM, DATA_STREAM, EVAL_STREAM, REFERENCE_STREAM = 0, 1, 2, 3
+REFERENCE_STREAM = 3
 COLUMNS = ("family", "target", "model", "seed", "parameter", "value", "width", "depth", "n_params", "error",
            "rmse", "bound", "final_loss", "alive")
 RELU_PRODUCTS, POWER_SUMS, SELECTION, EXACT_UNITS = ("construction: relu products", "construction: power sums",
@@ -152,62 +157,107 @@ def mpnn_config(study: MPNNStudy, width: int, depth: int) -> mpnn.MPNNConfig:
                            d_out=study.d, update="relu")
 
 
-def init_theta(cfg: mpnn.MPNNConfig, spec: FlatSpec, seeds, std: float, dtype, device) -> Tensor:
-    """(K, P): model k from seed k's own INIT generator alone, so a batch equals separate runs."""
-    gens = [torch.Generator().manual_seed(derive_seed(s, INIT_STREAM)) for s in seeds]
-    return torch.cat([spec.flatten_dict(mpnn.init(cfg, [g], std=std, dtype=dtype)) for g in gens]).to(device)
+@dataclass(frozen=True)
+class MPNNRun:
+    """One trained MPNN + VN: the study (only the fields that shape its training enter its
+    identity), its shape (width, depth), seed and training dtype."""
+
+    study: MPNNStudy
+    width: int
+    depth: int
+    seed: int
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict:
+        s = self.study
+        shared = ("attention", "n", "d", "d_head", "heads", "reference_seed", "d_node", "d_vn", "steps", "batch_size",
+                  "init_std", "eval_graphs", "edge_prob")
+        return {"kind": "approx_mpnn", **{k: getattr(s, k) for k in shared}, "width": self.width, "depth": self.depth,
+                "seed": self.seed, "hyper": s.hypers(), "dtype": self.dtype}
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.to_dict())
+
+    def group_key(self) -> str:
+        """The seeds of one shape train together (their optimiser settings may differ)."""
+        return json.dumps({k: v for k, v in self.to_dict().items() if k not in ("seed", "hyper")}, sort_keys=True)
+
+    @property
+    def steps(self) -> int:
+        return self.study.steps
+
+    @property
+    def label(self) -> str:
+        return f"mpnn {self.study.attention} width={self.width} depth={self.depth} seed={self.seed}"
+
+    def shape_text(self) -> str:
+        return f"MPNN+VN ({self.study.target}) width={self.width} depth={self.depth} steps={self.study.steps}"
 
 
-def make_loss(cfg: mpnn.MPNNConfig, spec: FlatSpec):
-    """Per-model mean squared error (K,) of flat weights theta on (features, adjacency, target)."""
-
-    def per_model(theta, features, adjacency, target):
-        out = mpnn.forward(cfg, spec.views(theta), features, adjacency).out
-        return (out - target).pow(2).flatten(1).mean(1)
-
-    return per_model
+def runs(study: MPNNStudy, dtype: str = "float32") -> list[MPNNRun]:
+    """One run per (shape of the two sweeps, seed); a shape in both sweeps is one run."""
+    return [MPNNRun(study, width, depth, seed, dtype) for width, depth in study.shapes() for seed in study.seeds]
 
 
-def make_batches(study: MPNNStudy, ref: Reference, seeds, dtype, device) -> Callable[[int], tuple]:
-    """Fresh graphs every step from each model's own DATA generator, with the layer's output."""
-    gens = [torch.Generator().manual_seed(derive_seed(s, DATA_STREAM)) for s in seeds]
-    graph_task = task(study)
-    attn = cast_attention(ref.attn, torch.empty(0, dtype=dtype, device=device))  # once, not every step
+class MPNNProblem:
+    """K MPNN + VN models of one shape imitating the study's attention layer, for THE trainer: fresh
+    graphs every step from each model's own DATA generator (on the CPU, then moved), the layer's
+    output as the target, the mean squared error as the loss, float64 evaluation on the study's
+    evaluation graphs."""
+
+    def __init__(self, runs: Sequence[MPNNRun], device=None):
+        self.runs, first = list(runs), runs[0]
+        self.study, self.device, self.dtype = first.study, pick_device(device), DTYPES[first.dtype]
+        self.cfg = mpnn_config(self.study, first.width, first.depth)
+        self.spec = FlatSpec.of_shapes(mpnn.weight_shapes(self.cfg, 1))
+        self.ref = reference(self.study)
+        self.graph_task = task(self.study)
+        self.attn = cast_attention(self.ref.attn, torch.empty(0, dtype=self.dtype, device=self.device))
+
+    def init_theta(self) -> Tensor:
+        gens = [torch.Generator().manual_seed(derive_seed(r.seed, INIT_STREAM)) for r in self.runs]
+        return torch.cat([self.spec.flatten_dict(mpnn.init(self.cfg, [g], std=self.study.init_std, dtype=self.dtype))
+                          for g in gens]).to(self.device)
+
+    def hypers(self) -> list[dict]:
+        return hyper_rows([self.study.hypers()] * len(self.runs), self.study.steps)
+
+    def decay_mask(self) -> Tensor:
+        return self.spec.decay_mask(self.dtype, self.device)
+
+    def early_stops(self) -> list[EarlyStop]:
+        return [EarlyStop()] * len(self.runs)
+
+    def generators(self) -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(derive_seed(r.seed, DATA_STREAM)) for r in self.runs]
 
     @torch.no_grad()
-    def batches(_step: int) -> tuple:
-        batch = graphs.sample(graph_task, gens, study.batch_size, dtype=dtype, device=device)
-        return batch.features, batch.adjacency, attention_output(ref.cfg, attn, batch.features)
+    def batch(self, gens: list[torch.Generator], step: int) -> tuple[Tensor, Tensor, Tensor]:
+        b = graphs.sample(self.graph_task, gens, self.study.batch_size, dtype=self.dtype, device=self.device)
+        return b.features, b.adjacency, attention_output(self.ref.cfg, self.attn, b.features)
 
-    return batches
+    def losses(self, theta: Tensor, features: Tensor, adjacency: Tensor, target: Tensor) -> Tensor:
+        out = mpnn.forward(self.cfg, self.spec.views(theta), features, adjacency).out
+        return (out - target).pow(2).flatten(1).mean(1)
+
+    def log_fields(self, step: int, loss: float) -> dict:
+        return {}
+
+    def evaluate(self, theta: Tensor) -> list[dict]:
+        measured = errors(self.cfg, self.spec.views(theta), self.ref.features, self.ref.adjacency, self.ref.target)
+        return [{"error": float(e), "rmse": float(r)} for e, r in zip(measured["error"], measured["rmse"])]
+
+    def save_weights(self, path, theta_k: Tensor) -> None:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.spec.views(theta_k).items()}
+        save_file(tensors, str(path), metadata={"ttb_mpnn_config": json.dumps(dataclasses.asdict(self.cfg))})
 
 
-@dataclass
-class TrainedShape:
-    """K trained models of one shape: flat weights (K, P) and the fit's per-model summary."""
-
-    cfg: mpnn.MPNNConfig
-    spec: FlatSpec
-    theta: Tensor
-    final_loss: Tensor  # (K,)
-    alive: Tensor  # (K,) bool
-
-    def weights(self) -> dict[str, Tensor]:
-        return self.spec.views(self.theta)
+def make_trainer(runs: Sequence[MPNNRun], device=None, compile: bool = False) -> Trainer:
+    return Trainer(MPNNProblem(runs, device), Loop(runs[0].study.steps, 50), compile=compile)
 
 
-def train_shape(study: MPNNStudy, ref: Reference, width: int, depth: int, seeds=None, *, device="cpu",
-                dtype=torch.float32, progress: Callable[[int], None] | None = None) -> TrainedShape:
-    """Train K = len(seeds) (default: the study's) models of one shape in one :func:`fit` call."""
-    seeds = study.seeds if seeds is None else tuple(seeds)
-    device = torch.device(device)
-    cfg = mpnn_config(study, width, depth)
-    spec = FlatSpec.of_shapes(mpnn.weight_shapes(cfg, 1))
-    theta = init_theta(cfg, spec, seeds, study.init_std, dtype, device)
-    res = fit(make_loss(cfg, spec), theta, [study.hypers()] * len(seeds), steps=study.steps,
-              batches=make_batches(study, ref, seeds, dtype, device), decay=spec.decay_mask(dtype, device),
-              progress=progress)
-    return TrainedShape(cfg, spec, res.theta, res.final_loss, res.alive)
+MPNN = Family("approx_mpnn", make_trainer)
 
 
 def _row(study: MPNNStudy, cfg: mpnn.MPNNConfig, model: str, parameter: str, value: float, measured: dict,
@@ -219,28 +269,40 @@ def _row(study: MPNNStudy, cfg: mpnn.MPNNConfig, model: str, parameter: str, val
             "error": float(measured["error"][k]), "rmse": float(measured["rmse"][k]), **rest}
 
 
-def _trained_rows(study: MPNNStudy, ref: Reference, shape: TrainedShape, sweeps: list) -> list[dict]:
-    measured = errors(shape.cfg, shape.weights(), ref.features, ref.adjacency, ref.target)
-    return [_row(study, shape.cfg, "trained", parameter, value, measured, k, seed=seed, bound=math.nan,
-                 final_loss=float(shape.final_loss[k]), alive=bool(shape.alive[k]))
-            for k, seed in enumerate(study.seeds) for parameter, value in sweeps]
-
-
-def trained_frame(study: MPNNStudy, *, device="cpu", dtype=torch.float32,
-                  progress: Callable[[str], None] | None = None,
-                  tick: Callable[[int], None] | None = None) -> pd.DataFrame:
-    """Train every shape of the two sweeps (one fit of K = len(seeds) models each) and measure them
-    on the evaluation graphs in float64. One row per (shape, seed, sweep it belongs to).
-    ``progress(message)`` is called as each shape starts training, ``tick(steps done)`` from
-    inside the fit."""
-    ref = reference(study)
+def trained_rows(runs: Sequence[MPNNRun], results: Sequence[dict]) -> pd.DataFrame:
+    """One row per (trained model, sweep its shape belongs to), from its result (``Trainer.summary``
+    / result.json)."""
     rows = []
-    for (width, depth), sweeps in study.shapes().items():
-        if progress:
-            progress(f"mpnn: imitating {study.target} with width {width}, depth {depth} ({len(study.seeds)} models)")
-        shape = train_shape(study, ref, width, depth, device=device, dtype=dtype, progress=tick)
-        rows += _trained_rows(study, ref, shape, sweeps)
+    for r, res in zip(runs, results):
+        sweeps = r.study.shapes()[(r.width, r.depth)]
+        measured = {"error": [res["error"]], "rmse": [res["rmse"]]}
+        rows += [_row(r.study, mpnn_config(r.study, r.width, r.depth), "trained", parameter, value, measured,
+                      seed=r.seed, bound=math.nan, final_loss=res["final_loss"], alive=res["status"] == "done")
+                 for parameter, value in sweeps]
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def train_shape(study: MPNNStudy, width: int, depth: int, seeds=None, *, device="cpu", dtype=torch.float32):
+    """K = len(seeds) (default: the study's) models of one shape in one batch, in memory:
+    (trainer, final state)."""
+    seeds = study.seeds if seeds is None else tuple(seeds)
+    trainer = make_trainer([MPNNRun(study, width, depth, s, _dtype_name(dtype)) for s in seeds], device=device)
+    return trainer, trainer.fit(trainer.initial_state())
+
+
+def trained_frame(study: MPNNStudy, *, device="cpu", dtype=torch.float32) -> pd.DataFrame:
+    """Train every shape of the two sweeps in memory (one batch of K = len(seeds) models each) and
+    measure them on the evaluation graphs in float64 (tests, notebooks; the command trains through
+    the sweep engine instead). One row per (shape, seed, sweep it belongs to)."""
+    frames = []
+    for width, depth in study.shapes():
+        trainer, state = train_shape(study, width, depth, device=device, dtype=dtype)
+        frames.append(trained_rows(trainer.runs, trainer.summary(state)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return next(k for k, v in DTYPES.items() if v == dtype)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from experiments.common.validate import ConfigError, integer, integers, real
 from experiments.training.optim import HYPER_DEFAULTS
 
 ATTENTIONS = {"linear": "linear attention", "softmax": "softmax attention"}  # study field -> target label
@@ -24,22 +25,11 @@ TRAINING_FIELDS = ("lr", "weight_decay", "warmup", "clip", "min_lr_ratio")  # st
 EXTRA_HYPER = tuple(k for k in HYPER_DEFAULTS if k not in TRAINING_FIELDS + ("total",))  # the rest: betas, eps
 
 
-def _is_int(v, lowest: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= lowest
-
-
 def _int_tuple(name: str, value, lowest: int) -> tuple:
-    values = tuple(value) if isinstance(value, (tuple, list)) else None
-    if values is None or not all(_is_int(v, lowest) for v in values) or (name == "seeds" and not values):
-        raise ValueError(f"mpnn.{name} must be a tuple of ints >= {lowest}, got {value!r}")
-    return values
-
-
-def _number(name: str, value, lowest: float, strict: bool) -> None:
-    bad = not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
-    if bad or value < lowest or (strict and value == lowest):
-        raise ValueError(f"mpnn.{name} must be a finite number {'>' if strict else '>='} {lowest}, "
-                         f"got {value!r}")
+    """A tuple of ints >= lowest (may be empty, except the seeds, which must also be distinct)."""
+    if not isinstance(value, (tuple, list)) or (name == "seeds" and not value):
+        raise ConfigError(f"mpnn.{name} must be a list of integers >= {lowest}, got {value!r}")
+    return integers(f"mpnn.{name}", list(value), lowest, distinct=name == "seeds") if value else ()
 
 
 @dataclass(frozen=True)
@@ -82,14 +72,11 @@ class MPNNStudy:
         if self.attention not in ATTENTIONS:
             raise ValueError(f"mpnn.attention must be one of {tuple(ATTENTIONS)}, got {self.attention!r}")
         for name, lowest in INT_FIELDS.items():
-            if not _is_int(getattr(self, name), lowest):
-                raise ValueError(f"mpnn.{name} must be an int >= {lowest}, got {getattr(self, name)!r}")
+            integer(f"mpnn.{name}", getattr(self, name), lowest)
         for name, lowest in INT_TUPLES.items():
             object.__setattr__(self, name, _int_tuple(name, getattr(self, name), lowest))
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"mpnn.seeds must be distinct, got {self.seeds!r}")
         for name, (lowest, strict) in NUMBERS.items():
-            _number(name, getattr(self, name), lowest, strict)
+            real(f"mpnn.{name}", getattr(self, name), lowest, open_lo=strict)
         self._check_taus_and_ranges()
         self._check_hyper()
 
@@ -97,10 +84,9 @@ class MPNNStudy:
         if not isinstance(self.taus, (tuple, list)):
             raise ValueError(f"mpnn.taus must be a tuple of numbers > 0, got {self.taus!r}")
         object.__setattr__(self, "taus", tuple(self.taus))
-        for tau in self.taus:
-            _number("taus", tau, 0.0, strict=True)
-        if self.edge_prob > 1:
-            raise ValueError(f"mpnn.edge_prob must be in [0, 1], got {self.edge_prob!r}")
+        for i, tau in enumerate(self.taus):
+            real(f"mpnn.taus[{i}]", tau, 0.0, open_lo=True)
+        real("mpnn.edge_prob", self.edge_prob, 0.0, 1.0)
         if self.attention == "softmax" and self.heads != 1:
             raise ValueError(f"mpnn.heads must be 1 for softmax attention (the constructions imitate "
                              f"one head), got {self.heads}")
@@ -112,7 +98,7 @@ class MPNNStudy:
             raise ValueError(f"mpnn.hyper must be (name, value) pairs with names in {EXTRA_HYPER}, "
                              f"got {self.hyper!r}")
         for name, value in pairs:
-            _number(f"hyper.{name}", value, 0.0, strict=False)
+            real(f"mpnn.hyper.{name}", value, 0.0)
         object.__setattr__(self, "hyper", tuple(sorted(pairs)))
 
     @classmethod

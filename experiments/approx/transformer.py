@@ -11,8 +11,9 @@ same target, and measures both with one function on one fixed set of inputs:
             synthetic.targets are added, because random inputs rarely land on a kink)
     rmse    the root mean square of the same differences
 
-Training: for each MLP width m, every (target kind, seed) model trains in ONE batched fit
-(:func:`experiments.training.fit.fit`): model k has its own init and data generators (``derive_seed(seed,
+Training: one :class:`TransformerRun` per (target kind, seed, MLP width m); for each m every
+(target, seed) model trains in ONE batch of THE trainer (:class:`TransformerProblem`), through the
+sweep engine in `ttb approx`: model k has its own init and data generators (``derive_seed(seed,
 stream)``), fresh inputs uniform in [-1, 1]^(n x d) every step, and the mean squared error over
 tokens as its loss. The targets are drawn once per kind from ``target_seed``, shared by the trained
 models and the construction. Trained weights are evaluated in float64.
@@ -23,13 +24,14 @@ Rows (:func:`comparison_frame`), one per (model, target, seed, m): ``family`` "t
 ``rmse``, ``bound`` (the construction's stated bound eps_MLP(m) + attention term; NaN for trained
 models), ``final_loss`` and ``alive`` (trained models), ``target_std`` (the target's standard
 deviation over the evaluation inputs: the rmse of the best constant prediction, for scale).
-Pure functions; no files.
+No files here (the sweep engine writes the runs).
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import pandas as pd
@@ -38,75 +40,14 @@ from torch import Tensor
 
 from constructions import model as M
 from constructions.approx import universal as U
-from experiments.common.seeds import derive_seed
-from experiments.training.fit import fit
-from experiments.training.optim import HYPER_DEFAULTS, FlatSpec
+from experiments.approx.transformer_study import HYPER_FIELDS, TransformerStudy, study_from  # noqa: F401  (re-exported)
+from experiments.common.devices import DTYPES, pick_device
+from experiments.common.ids import run_id
+from experiments.common.seeds import DATA_STREAM, EVAL_STREAM, INIT_STREAM, TARGET_STREAM, derive_seed
+from experiments.sweeps.spec import Family
+from experiments.training.optim import FlatSpec, hyper_rows
+from experiments.training.trainer import EarlyStop, Loop, Trainer
 from synthetic.targets import PROFILES, RidgeTarget, kink_probes, sample_inputs, sample_target
-
-INIT_STREAM, DATA_STREAM, EVAL_STREAM, TARGET_STREAM = 0, 1, 2, 3
-HYPER_FIELDS = tuple(k for k in HYPER_DEFAULTS if k != "total")
-
-
-@dataclass(frozen=True)
-class TransformerStudy:
-    """What to train and build; validates itself (a bad field raises ValueError naming it)."""
-
-    n: int = 4
-    d: int = 2
-    targets: tuple[str, ...] = ("cosine", "relu", "abs")
-    n_ridges: int = 2
-    frequency: float = 2.0
-    target_seed: int = 0
-    widths: tuple[int, ...] = (8, 16, 32, 64, 128)
-    construction_widths: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512, 1024)
-    lams: tuple[float, ...] = (8.0, 40.0)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    steps: int = 2000
-    batch_size: int = 128
-    init_std: float = 0.2
-    eval_inputs: int = 2048
-    hyper: tuple[tuple[str, float], ...] = (("lr", 3e-3), ("warmup", 100.0), ("min_lr_ratio", 0.05))
-
-    def __post_init__(self):
-        for name in ("n", "d", "n_ridges", "steps", "batch_size", "eval_inputs"):
-            _positive_int(f"transformer.{name}", getattr(self, name))
-        if self.n < 2:
-            raise ValueError(f"transformer.n must be >= 2 (a sequence), got {self.n}")
-        bad = [t for t in self.targets if t not in PROFILES]
-        if not self.targets or bad:
-            raise ValueError(f"transformer.targets must be a non-empty list of {PROFILES}, got {list(self.targets)}")
-        for name in ("widths", "construction_widths"):
-            values = getattr(self, name)
-            if not values:
-                raise ValueError(f"transformer.{name} must not be empty")
-            for m in values:
-                _positive_int(f"transformer.{name}", m)
-                if m < self.n_ridges:
-                    raise ValueError(f"transformer.{name}: every width must be >= n_ridges={self.n_ridges}, got {m}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"transformer.seeds must be distinct ints, got {list(self.seeds)}")
-        for name in ("frequency", "init_std"):
-            _positive_real(f"transformer.{name}", getattr(self, name))
-        for lam in self.lams:
-            _positive_real("transformer.lams", lam)
-        unknown = sorted({k for k, _ in self.hyper} - set(HYPER_FIELDS))
-        if unknown:
-            raise ValueError(f"transformer: unknown training fields {unknown}; known: {HYPER_FIELDS}")
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-
-def _positive_int(where: str, v) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{where} must be an int >= 1, got {v!r}")
-
-
-def _positive_real(where: str, v) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{where} must be a finite number > 0, got {v!r}")
-
 
 # ----------------------------------------------------------------------------------------------
 # Targets, inputs, the model shape
@@ -168,74 +109,151 @@ def _row(kind: str, model: str, seed, m: int, cfg: M.ModelConfig, error: float, 
 
 
 # ----------------------------------------------------------------------------------------------
-# Training
+# Training: one run per (target, seed, width m); the runs of one width train as one batch
 
 
-def make_loss(cfg: M.ModelConfig, spec: FlatSpec):
-    def per_model(theta: Tensor, tokens: Tensor, y: Tensor) -> Tensor:
-        out = M.forward(cfg, spec.unflatten(theta), tokens).out[..., 0]  # (K, B, n)
+@dataclass(frozen=True)
+class TransformerRun:
+    """One trained one-layer transformer: the study (only the fields that shape its training enter
+    its identity), its target kind, MLP width m, seed and training dtype."""
+
+    study: TransformerStudy
+    target: str
+    m: int
+    seed: int
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict:
+        s = self.study
+        return {"kind": "approx_transformer", "n": s.n, "d": s.d, "target": self.target, "n_ridges": s.n_ridges,
+                "frequency": s.frequency, "target_seed": s.target_seed, "m": self.m, "seed": self.seed,
+                "steps": s.steps, "batch_size": s.batch_size, "init_std": s.init_std, "eval_inputs": s.eval_inputs,
+                "hyper": dict(s.hyper), "dtype": self.dtype}
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.to_dict())
+
+    def group_key(self) -> str:
+        """Models of one width train together (their targets, seeds and optimiser settings differ)."""
+        return json.dumps({k: v for k, v in self.to_dict().items() if k not in ("target", "seed", "hyper")},
+                          sort_keys=True)
+
+    @property
+    def steps(self) -> int:
+        return self.study.steps
+
+    @property
+    def label(self) -> str:
+        return f"transformer {self.target} m={self.m} seed={self.seed}"
+
+    def shape_text(self) -> str:
+        return f"one-layer transformer n={self.study.n} d={self.study.d} m={self.m} steps={self.study.steps}"
+
+
+def runs(study: TransformerStudy, dtype: str = "float32") -> list[TransformerRun]:
+    return [TransformerRun(study, kind, m, seed, dtype) for m in study.widths for kind in study.targets
+            for seed in study.seeds]
+
+
+class TransformerProblem:
+    """K one-layer transformers of one width on their ridge targets, for THE trainer: fresh inputs
+    uniform in [-1, 1]^(n x d) every step from each model's own DATA generator (on the CPU, then
+    moved), the mean squared error over tokens as the loss, float64 evaluation on the fixed inputs."""
+
+    def __init__(self, runs: Sequence[TransformerRun], device=None):
+        self.runs, first = list(runs), runs[0]
+        self.study, self.device, self.dtype = first.study, pick_device(device), DTYPES[first.dtype]
+        self.cfg = model_config(self.study, first.m)
+        self.spec = FlatSpec.of(self.cfg)
+        kinds = targets(self.study)
+        self.targets = [kinds[r.target] for r in self.runs]
+
+    def init_theta(self) -> Tensor:
+        gens = [torch.Generator().manual_seed(derive_seed(r.seed, INIT_STREAM)) for r in self.runs]
+        return torch.cat([self.spec.flatten(M.init(self.cfg, [g], std=self.study.init_std, dtype=self.dtype,
+                                                   device=self.device)) for g in gens])
+
+    def hypers(self) -> list[dict]:
+        return hyper_rows([dict(self.study.hyper)] * len(self.runs), self.study.steps)
+
+    def decay_mask(self) -> Tensor:
+        return self.spec.decay_mask(self.dtype, self.device)
+
+    def early_stops(self) -> list[EarlyStop]:
+        return [EarlyStop()] * len(self.runs)
+
+    def generators(self) -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(derive_seed(r.seed, DATA_STREAM)) for r in self.runs]
+
+    def batch(self, gens: list[torch.Generator], step: int) -> tuple[Tensor, Tensor]:
+        s = self.study
+        X = torch.stack([sample_inputs(g, s.n, s.d, s.batch_size) for g in gens])  # (K, B, n, d)
+        y = torch.stack([f(x) for f, x in zip(self.targets, X)])
+        tokens = U.tokens(X.flatten(0, 1)).view(*X.shape[:2], s.n, -1)  # (K, B, n, d + n)
+        return tokens.to(self.device, self.dtype), y.to(self.device, self.dtype)
+
+    def losses(self, theta: Tensor, tokens: Tensor, y: Tensor) -> Tensor:
+        out = M.forward(self.cfg, self.spec.unflatten(theta), tokens).out[..., 0]  # (K, B, n)
         return (out - y).pow(2).flatten(1).mean(1)
 
-    return per_model
+    def log_fields(self, step: int, loss: float) -> dict:
+        return {}
+
+    def evaluate(self, theta: Tensor) -> list[dict]:
+        """Sup error and rmse in float64 on the target's fixed evaluation inputs, per model."""
+        weights = self.spec.unflatten(theta.double().cpu())
+        out = []
+        for k, target in enumerate(self.targets):
+            X = eval_inputs(self.study, target)
+            error, rmse = measure(self.cfg, weights.select(k), target, X)
+            out.append({"error": float(error[0]), "rmse": float(rmse[0]), "target_std": float(target(X).std())})
+        return out
+
+    def save_weights(self, path, theta_k: Tensor) -> None:
+        M.save_weights(path, self.cfg, self.spec.unflatten(theta_k))
 
 
-def train_width(study: TransformerStudy, m: int, *, device="cpu", dtype=torch.float32,
-                progress: Callable[[int], None] | None = None):
-    """Every (target, seed) model of MLP width m in one batch: (cfg, spec, FitResult, members), where
-    members[k] = (target kind, seed) of model k; ``progress(steps done)`` is fit's callback."""
-    cfg, device = model_config(study, m), torch.device(device)
-    spec, kinds = FlatSpec.of(cfg), targets(study)
-    members = [(kind, seed) for kind in study.targets for seed in study.seeds]
-    gens = [torch.Generator().manual_seed(derive_seed(seed, INIT_STREAM)) for _, seed in members]
-    theta = torch.cat([spec.flatten(M.init(cfg, [g], std=study.init_std, dtype=dtype, device=device)) for g in gens])
-    data = [torch.Generator().manual_seed(derive_seed(seed, DATA_STREAM)) for _, seed in members]
-    fs = [kinds[kind] for kind, _ in members]
-
-    def batches(_step: int) -> tuple:
-        X = torch.stack([sample_inputs(g, study.n, study.d, study.batch_size) for g in data])  # (K, B, n, d)
-        y = torch.stack([f(x) for f, x in zip(fs, X)])
-        tokens = U.tokens(X.flatten(0, 1)).view(*X.shape[:2], study.n, -1)  # (K, B, n, d + n)
-        return tokens.to(device, dtype), y.to(device, dtype)
-
-    hypers = [dict(study.hyper)] * len(members)
-    res = fit(make_loss(cfg, spec), theta, hypers, steps=study.steps, batches=batches,
-              decay=spec.decay_mask(dtype, device), progress=progress)
-    return cfg, spec, res, members
+def make_trainer(runs: Sequence[TransformerRun], device=None, compile: bool = False) -> Trainer:
+    return Trainer(TransformerProblem(runs, device), Loop(runs[0].study.steps, 50), compile=compile)
 
 
-def trained_frame(study: TransformerStudy, *, device="cpu", dtype=torch.float32,
-                  progress: Callable[[str], None] | None = None,
-                  tick: Callable[[int], None] | None = None) -> pd.DataFrame:
-    """Train every width (one batch each) and measure in float64; ``progress(message)`` as each
-    width starts, ``tick(steps done)`` from inside the fit."""
-    rows, kinds = [], targets(study)
-    for m in study.widths:
-        if progress:
-            progress(f"transformer: training width m={m} ({len(study.targets) * len(study.seeds)} models)")
-        cfg, spec, res, members = train_width(study, m, device=device, dtype=dtype, progress=tick)
-        weights = spec.unflatten(res.theta.double().cpu())
-        for kind in study.targets:
-            X = eval_inputs(study, kinds[kind])
-            error, rmse = measure(cfg, weights, kinds[kind], X)
-            spread = float(kinds[kind](X).std())
-            for k, (member_kind, seed) in enumerate(members):
-                if member_kind == kind:
-                    rows.append(_row(kind, "trained", seed, m, cfg, float(error[k]), float(rmse[k]), math.nan,
-                                     float(res.final_loss[k]), bool(res.alive[k])) | {"target_std": spread})
+TRANSFORMER = Family("approx_transformer", make_trainer)
+
+
+def trained_rows(runs: Sequence[TransformerRun], results: Sequence[dict]) -> pd.DataFrame:
+    """One row per trained model from its run and its result (``Trainer.summary`` / result.json)."""
+    rows = [_row(r.target, "trained", r.seed, r.m, model_config(r.study, r.m), res["error"], res["rmse"], math.nan,
+                 res["final_loss"], res["status"] == "done") | {"target_std": res["target_std"]}
+            for r, res in zip(runs, results)]
     return pd.DataFrame(rows)
+
+
+def train_width(study: TransformerStudy, m: int, *, device="cpu", dtype=torch.float32):
+    """Every (target, seed) model of MLP width m in one batch, in memory: (trainer, state, members),
+    members[k] = (target kind, seed) of model k."""
+    batch = [r for r in runs(study, _dtype_name(dtype)) if r.m == m]
+    trainer = make_trainer(batch, device=device)
+    return trainer, trainer.fit(trainer.initial_state()), [(r.target, r.seed) for r in batch]
+
+
+def trained_frame(study: TransformerStudy, *, device="cpu", dtype=torch.float32) -> pd.DataFrame:
+    """Train every width in memory (one batch each) and measure in float64 (tests, notebooks; the
+    command trains through the sweep engine instead)."""
+    frames = []
+    for m in study.widths:
+        trainer, state, _ = train_width(study, m, device=device, dtype=dtype)
+        frames.append(trained_rows(trainer.runs, trainer.summary(state)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return next(k for k, v in DTYPES.items() if v == dtype)
 
 
 def comparison_frame(study: TransformerStudy, **kw) -> pd.DataFrame:
     """Trained and constructed rows together (``kw`` go to :func:`trained_frame`)."""
     return pd.concat([construction_frame(study), trained_frame(study, **kw)], ignore_index=True)
-
-
-def study_from(values: dict, hyper: Sequence[tuple[str, float]] = ()) -> TransformerStudy:
-    """A study from plain values (lists become tuples), with training fields merged into ``hyper``."""
-    base = dict(TransformerStudy.hyper)
-    base.update(dict(hyper))
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return TransformerStudy(**kw, hyper=tuple(sorted(base.items())))
 
 
 def stated_slopes(study: TransformerStudy) -> dict[tuple[str, str], float]:

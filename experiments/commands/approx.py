@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("file", help="experiment file (TOML), e.g. experiments/configs/approx_cpu.toml")
     p.add_argument("--out", default=None, help="output directory (default: runs/<name>)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, mps (default: the file's, else auto)")
+    p.add_argument("--backend", choices=("local", "ray"), default=None, help="default: the file's, else local")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the slope table as JSON rows")
     p.set_defaults(func=approx_command)
 
@@ -31,21 +33,12 @@ def approx_command(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from tqdm import tqdm
-
     from experiments.approx import study as approx
 
     cfg = approx.load_config(args.file)  # every field checked before anything trains
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    with tqdm(total=approx.training_steps(cfg), unit="step", file=sys.stderr, disable=None) as bar:
-        done = [0]
-
-        def tick(steps: int) -> None:  # steps done in the current batch; a new batch restarts it
-            bar.update(steps - done[0] if steps > done[0] else steps)
-            done[0] = steps
-
-        comparison, curves = approx.run(cfg, device=args.device, tick=tick,
-                                        progress=lambda msg: bar.write(msg, file=sys.stderr))
+    comparison, curves = approx.run(cfg, out, device=args.device, backend=args.backend,
+                                    progress=not args.no_progress, say=lambda msg: print(msg, file=sys.stderr))
     paths = approx.write(out, cfg, comparison, curves)
     fitted = approx.slopes(approx.summarize(comparison), approx.stated_slopes(cfg)) if len(comparison) else None
     if args.json:

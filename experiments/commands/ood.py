@@ -18,6 +18,8 @@ def register(sub) -> None:
     p.add_argument("file", help="experiment file (TOML), e.g. experiments/configs/positional_ood_cpu.toml")
     p.add_argument("--out", default=None, help="output directory (default: runs/<name>)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, mps (default: the file's, else auto)")
+    p.add_argument("--backend", choices=("local", "ray"), default=None, help="default: the file's, else local")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the table as JSON rows")
     p.set_defaults(func=ood_command)
 
@@ -27,7 +29,7 @@ def ood_command(args) -> int:
 
     cfg = ood.load_config(args.file)  # every field checked before anything trains
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    per_model = ood.run(cfg, device=args.device, progress=lambda msg: print(msg, file=sys.stderr))
+    per_model = ood.run(cfg, out, device=args.device, backend=args.backend, progress=not args.no_progress)
     table = ood.summarize(per_model)
     paths = ood.write(out, table, per_model, cfg)
     if args.json:

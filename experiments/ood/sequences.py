@@ -1,4 +1,4 @@
-"""Batched trainer for algorithmic sequence tasks: K models of one shape learn one task in one step.
+"""Algorithmic sequence tasks as a training family: positional versus standard transformers.
 
 Two model kinds of the same width, heads and depth, both through ``constructions.model.forward``:
 
@@ -10,32 +10,34 @@ Two model kinds of the same width, heads and depth, both through ``constructions
 With ``scratch`` a token holding 0 is put in front (position 0), as the scan constructions do
 (:mod:`constructions.positional.scan`): a target an attention head can point at when there is no
 value to combine with. The targets are the task's output at every value position (or, for the
-scalar tasks median / max_subarray, at the last token); the loss of a model is the mean squared error
-over them, and the batch loss is the sum of the per-model means, so model k's gradient is the one it
-would get alone. Everything per model: init generator, data generator, learning rate and schedule,
-betas, weight decay, clipping (``experiments.training.optim``); a model whose loss turns non-finite is frozen.
-No host synchronisation in the step loop: per-model losses accumulate on the device.
+scalar tasks median / max_subarray, at the last token); a model's loss is the mean squared error
+over them. A :class:`SeqRun` is one model (one seed); the seeds of one (task, n, model kind, shape)
+train as one batch of THE trainer (:mod:`experiments.training.trainer`) through the sweep engine.
 
 Glossary: K models, B sequences per model, n values, T = n (+1 with scratch) tokens, P parameters.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
 
-from constructions.model import ModelConfig, forward, init
-from experiments.common.seeds import derive_seed
-from experiments.training.fit import fit
-from experiments.training.optim import HYPER_DEFAULTS, FlatSpec, hyper_rows  # noqa: F401  (HYPER_DEFAULTS: ood reads it here)
+from constructions.model import ModelConfig, forward, init, save_weights
+from experiments.common.devices import DTYPES, pick_device
+from experiments.common.ids import run_id
+from experiments.common.seeds import DATA_STREAM, EVAL_STREAM, INIT_STREAM, derive_seed
+from experiments.sweeps.spec import Family
+from experiments.training.optim import HYPER_DEFAULTS, FlatSpec, hyper_rows
+from experiments.training.trainer import EarlyStop, Loop, Trainer
 from synthetic.algorithmic import AlgorithmicTask, ValueRange, sample
 
 MODEL_KINDS = ("positional", "standard")
-INIT_STREAM, DATA_STREAM, EVAL_STREAM = 0, 1, 2
+HYPER_FIELDS = tuple(k for k in HYPER_DEFAULTS if k != "total")
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,13 @@ def model_config(kind: str, n: int, shape: SeqShape, d_out: int = 1) -> ModelCon
     )
 
 
+def auto_layers(n: int) -> int:
+    """max(1, ceil(log2 n)): the depth of the Hillis-Steele scan construction."""
+    return max(1, math.ceil(math.log2(n)))
+
+
 # ----------------------------------------------------------------------------------------------
-# Math: tokens, predictions, one step
+# Math: tokens, predictions
 
 
 def make_tokens(kind: str, x: Tensor, scratch: bool) -> Tensor:
@@ -97,24 +104,144 @@ def predictions(out: Tensor, n_out: int) -> Tensor:
     return out[:, :, -n_out:, 0]
 
 
-def make_loss(cfg: ModelConfig, spec: FlatSpec, n_out: int):
-    """Per-model mean squared error (K,) of flat weights theta on (tokens, targets)."""
+# ----------------------------------------------------------------------------------------------
+# One run: one model
 
-    def per_model(theta, tokens, targets):
-        out = forward(cfg, spec.unflatten(theta), tokens).out
-        return (predictions(out, n_out) - targets).pow(2).flatten(1).mean(1)
 
-    return per_model
+@dataclass(frozen=True)
+class SeqRun:
+    """One sequence model: what it learns (task, n, c_train), its kind and shape, its seed and
+    training. ``hyper`` holds (name, value) pairs of optimiser settings (keys of HYPER_DEFAULTS)."""
+
+    task: str
+    n: int
+    c_train: float
+    model_kind: str
+    shape: SeqShape
+    seed: int
+    steps: int
+    batch_size: int
+    log_every: int = 50
+    checkpoint_every: int = 0
+    hyper: tuple[tuple[str, float], ...] = ()
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["hyper"] = dict(self.hyper)
+        return {"kind": "sequence", **out}
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.to_dict())
+
+    def group_key(self) -> str:
+        """Everything but the seed and the optimiser settings, which are per model."""
+        shared = {k: v for k, v in self.to_dict().items() if k not in ("seed", "hyper")}
+        return json.dumps(shared, sort_keys=True)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_kind} {self.task} n={self.n} seed={self.seed}"
+
+    def shape_text(self) -> str:
+        s = self.shape
+        return (f"{self.model_kind} {self.task} n={self.n} L={s.n_layers} D={s.width} H={s.n_heads} "
+                f"B={self.batch_size} steps={self.steps}")
+
+    def algorithmic_task(self) -> AlgorithmicTask:
+        return AlgorithmicTask(self.task, self.n, self.c_train)
+
+    def model_config(self) -> ModelConfig:
+        return model_config(self.model_kind, self.n, self.shape)
+
+
+class SequenceProblem:
+    """K sequence runs of one batch group, for THE trainer."""
+
+    def __init__(self, runs: Sequence[SeqRun], device=None):
+        if len({r.group_key() for r in runs}) != 1:
+            raise ValueError("sequence runs must share everything but seed and optimiser settings to train together")
+        self.runs, first = list(runs), runs[0]
+        self.device, self.dtype = pick_device(device), DTYPES[first.dtype]
+        self.cfg, self.task, self.kind, self.shape = first.model_config(), first.algorithmic_task(), first.model_kind, \
+            first.shape
+        self.spec = FlatSpec.of(self.cfg)
+
+    def init_theta(self) -> Tensor:
+        gens = [torch.Generator().manual_seed(derive_seed(r.seed, INIT_STREAM)) for r in self.runs]
+        return torch.cat([self.spec.flatten(init(self.cfg, [g], std=self.shape.init_std, dtype=self.dtype,
+                                                 device=self.device)) for g in gens])
+
+    def hypers(self) -> list[dict]:
+        return hyper_rows([dict(r.hyper) for r in self.runs], self.runs[0].steps)
+
+    def decay_mask(self) -> Tensor:
+        return self.spec.decay_mask(self.dtype, self.device)
+
+    def early_stops(self) -> list[EarlyStop]:
+        return [EarlyStop()] * len(self.runs)
+
+    def generators(self, stream: int = DATA_STREAM) -> list[torch.Generator]:
+        return [torch.Generator(device=self.device).manual_seed(derive_seed(r.seed, stream)) for r in self.runs]
+
+    def batch(self, gens: list[torch.Generator], step: int) -> tuple[Tensor, Tensor]:
+        b = sample(self.task, gens, self.runs[0].batch_size, device=self.device, dtype=self.dtype)
+        return make_tokens(self.kind, b.x, self.shape.scratch), b.y
+
+    def losses(self, theta: Tensor, tokens: Tensor, targets: Tensor) -> Tensor:
+        out = forward(self.cfg, self.spec.unflatten(theta), tokens).out
+        return (predictions(out, self.task.n_out) - targets).pow(2).flatten(1).mean(1)
+
+    def log_fields(self, step: int, loss: float) -> dict:
+        return {}
+
+    def evaluate(self, theta: Tensor) -> list[dict]:
+        """In distribution (the training range): mse and relative squared error per model."""
+        ev = evaluate(self.cfg, self.task, self.kind, self.shape.scratch, theta, [r.seed for r in self.runs],
+                      self.task.train_range, 1024)
+        return [{"eval_mse": float(m), "eval_error": float(e)} for m, e in zip(ev["mse"], ev["error"])]
+
+    def save_weights(self, path, theta_k: Tensor) -> None:
+        save_weights(path, self.cfg, self.spec.unflatten(theta_k))
+
+
+def make_trainer(runs: Sequence[SeqRun], device=None, compile: bool = False) -> Trainer:
+    first = runs[0]
+    return Trainer(SequenceProblem(runs, device), Loop(first.steps, first.log_every, first.checkpoint_every),
+                   compile=compile)
+
+
+SEQUENCE = Family("sequence", make_trainer)
 
 
 # ----------------------------------------------------------------------------------------------
-# The trainer
+# Evaluation
+
+
+@torch.no_grad()
+def evaluate(cfg: ModelConfig, task: AlgorithmicTask, kind: str, scratch: bool, theta: Tensor, seeds: Sequence[int],
+             values: ValueRange, batch_size: int) -> dict[str, Tensor]:
+    """Per model (K,): ``mse`` on fresh sequences with values in ``values`` (each model's own
+    evaluation stream, restarted for every range, so every range sees the same sequences rescaled)
+    and ``error`` = mse / mean(target^2), the relative squared error (scale-free, so ranges of
+    different c compare: 1 is as bad as predicting 0). ``theta`` (K, P) flat weights."""
+    gens = [torch.Generator(device=theta.device).manual_seed(derive_seed(s, EVAL_STREAM)) for s in seeds]
+    batch = sample(task, gens, batch_size, values=values, device=theta.device, dtype=theta.dtype)
+    out = forward(cfg, FlatSpec.of(cfg).unflatten(theta), make_tokens(kind, batch.x, scratch)).out
+    mse = (predictions(out, task.n_out) - batch.y).pow(2).flatten(1).mean(1)
+    scale = batch.y.pow(2).flatten(1).mean(1).clamp(min=torch.finfo(theta.dtype).tiny)
+    return {"mse": mse.double().cpu(), "error": (mse / scale).double().cpu()}
+
+
+# ----------------------------------------------------------------------------------------------
+# In memory, without a store (tests, notebooks)
 
 
 @dataclass
 class SeqResult:
-    """K trained models: flat weights, per-model final training loss (mean over the last
-    ``log_every`` steps), whether each stayed finite, and what is needed to run them."""
+    """K trained models: flat weights, per-model final training loss, whether each stayed finite,
+    and what is needed to run them."""
 
     kind: str
     task: AlgorithmicTask
@@ -130,56 +257,17 @@ class SeqResult:
         return self.spec.unflatten(self.theta)
 
 
-def init_theta(cfg: ModelConfig, spec: FlatSpec, seeds: Sequence[int], std: float, dtype, device) -> Tensor:
-    """Model k drawn from its own generator (seeded by seeds[k]) alone: the same in a batch or alone."""
-    gens = [torch.Generator().manual_seed(derive_seed(s, INIT_STREAM)) for s in seeds]
-    return torch.cat([spec.flatten(init(cfg, [g], std=std, dtype=dtype, device=device)) for g in gens])
-
-
-def generators(seeds: Sequence[int], stream: int, device) -> list[torch.Generator]:
-    return [torch.Generator(device=device).manual_seed(derive_seed(s, stream)) for s in seeds]
-
-
 def train(kind: str, task: AlgorithmicTask, shape: SeqShape, seeds: Sequence[int], hypers: Sequence[dict], *,
           steps: int, batch_size: int, dtype=torch.float32, device="cpu", log_every: int = 50) -> SeqResult:
-    """Train K = len(seeds) models of ``kind`` on ``task`` together; ``hypers[k]`` are model k's
-    hyperparameters (keys of HYPER_DEFAULTS; missing ones take the defaults)."""
+    """Train K = len(seeds) models of ``kind`` on ``task`` together, in memory; ``hypers[k]`` are
+    model k's optimiser settings (keys of HYPER_DEFAULTS; missing ones take the defaults)."""
     if len(hypers) != len(seeds):
         raise ValueError(f"train: need one hyperparameter dict per seed, got {len(hypers)} for {len(seeds)} seeds")
-    device = torch.device(device)
-    cfg = model_config(kind, task.n, shape)
-    spec = FlatSpec.of(cfg)
-    theta = init_theta(cfg, spec, seeds, shape.init_std, dtype, device)
-    gens = generators(seeds, DATA_STREAM, device)
-
-    def batches(_step: int) -> tuple:
-        batch = sample(task, gens, batch_size, device=device, dtype=dtype)
-        return make_tokens(kind, batch.x, shape.scratch), batch.y
-
-    res = fit(make_loss(cfg, spec, task.n_out), theta, hypers, steps=steps, batches=batches,
-              decay=spec.decay_mask(dtype, device), log_every=log_every)
-    return SeqResult(kind, task, shape, cfg, spec, res.theta, tuple(seeds), res.final_loss, res.alive)
-
-
-# ----------------------------------------------------------------------------------------------
-# Evaluation
-
-
-@torch.no_grad()
-def evaluate(result: SeqResult, values: ValueRange, batch_size: int) -> dict[str, Tensor]:
-    """Per model (K,): ``mse`` on fresh sequences with values in ``values`` (each model's own
-    evaluation stream, restarted for every range, so every range sees the same sequences rescaled)
-    and ``error`` = mse / mean(target^2), the relative squared error (scale-free, so ranges of
-    different c compare: 1 is as bad as predicting 0)."""
-    theta = result.theta
-    gens = generators(result.seeds, EVAL_STREAM, theta.device)
-    batch = sample(result.task, gens, batch_size, values=values, device=theta.device, dtype=theta.dtype)
-    out = forward(result.cfg, result.weights(), make_tokens(result.kind, batch.x, result.shape.scratch)).out
-    mse = (predictions(out, result.task.n_out) - batch.y).pow(2).flatten(1).mean(1)
-    scale = batch.y.pow(2).flatten(1).mean(1).clamp(min=torch.finfo(theta.dtype).tiny)
-    return {"mse": mse.double().cpu(), "error": (mse / scale).double().cpu()}
-
-
-def auto_layers(n: int) -> int:
-    """max(1, ceil(log2 n)): the depth of the Hillis-Steele scan construction."""
-    return max(1, math.ceil(math.log2(n)))
+    name = next(k for k, v in DTYPES.items() if v == dtype)
+    runs = [SeqRun(task.kind, task.n, task.c_train, kind, shape, s, steps, batch_size, log_every,
+                   hyper=tuple(sorted(h.items())), dtype=name) for s, h in zip(seeds, hypers)]
+    trainer = make_trainer(runs, device=device)
+    state = trainer.fit(trainer.initial_state())
+    last = [m[-1]["loss"] if m else float("nan") for m in state.metrics]
+    return SeqResult(kind, task, shape, trainer.problem.cfg, trainer.spec, state.theta.detach(), tuple(seeds),
+                     torch.tensor(last, dtype=torch.float64), state.alive.cpu())

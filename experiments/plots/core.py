@@ -16,6 +16,8 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
+from constructions.check.contract import fit_line
+
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
@@ -34,11 +36,9 @@ def mean_band(data: pd.DataFrame, *, x: str, y: str, hue: str | None) -> pd.Data
 
 
 def loglog_slope(xs, ys, axis: str = "log") -> tuple[float, float]:
-    """(slope, intercept) of log(y) against log(x) (axis "log") or against x (axis "linear")."""
-    xs, ys = np.asarray(xs, float), np.log(np.clip(np.asarray(ys, float), 1e-300, None))
-    xs = np.log(xs) if axis == "log" else xs
-    slope, intercept = np.polyfit(xs, ys, 1)
-    return float(slope), float(intercept)
+    """(slope, intercept) of log(y) against log(x) (axis "log") or against x (axis "linear"): the
+    construction checks' own fit (``constructions.check.contract.fit_line``)."""
+    return fit_line(np.asarray(xs, float), np.asarray(ys, float), axis)
 
 
 def heat_table(data: pd.DataFrame, *, x: str, y: str, value: str) -> pd.DataFrame:

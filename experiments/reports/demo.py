@@ -24,6 +24,7 @@ from __future__ import annotations
 import html
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -33,9 +34,15 @@ from constructions.icl import gd as gd_construction
 from constructions.icl import newton as newton_construction
 from constructions.registry import CONSTRUCTIONS
 from experiments.analysis import core as an
+from experiments.analysis import interp as ai
 from experiments.analysis import prompts, references
 from experiments.analysis import runs as ar
+from experiments.approx import study as approx
 from experiments.plots import figures as af
+from experiments.sweeps import spec as sw
+from experiments.sweeps.runner import run_sweep
+from experiments.sweeps.store import status_rows
+from experiments.training.config import RunConfig
 
 
 def demo_sweep(tiny: bool) -> dict:
@@ -97,10 +104,6 @@ def construction_summaries(d: int, n: int, n_prompts: int) -> list[dict]:
 def from_construction_table(runs: list[ar.Run], tiny: bool) -> pd.DataFrame:
     """Train the one-layer linear-attention shape again, starting from the GD construction at the
     best step size: how far do the weights move, and does the loss change?"""
-    from dataclasses import replace
-
-    from experiments.analysis import interp as ai
-
     run = next((r for r in runs if r.learner.n_layers == 1 and r.config.model.attention == "linear"), None)
     if run is None:
         return pd.DataFrame()
@@ -126,22 +129,16 @@ def summary_table(summaries: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def approximation(out: Path, tiny: bool) -> tuple[pd.DataFrame, list[Path]]:
+def approximation(out: Path, tiny: bool, progress: bool = True) -> tuple[pd.DataFrame, list[Path]]:
     """Run the demo's `ttb approx` into ``out``: (the slope table, the figure PNGs)."""
-    from experiments.approx import study as approx
-
     cfg = approx.parse_config(demo_approx(tiny))
-    comparison, curves = approx.run(cfg)
+    comparison, curves = approx.run(cfg, out, progress=progress)
     paths = approx.write(out, cfg, comparison, curves)
     return pd.read_csv(out / "slopes.csv"), [p for p in paths if p.suffix == ".png"]
 
 
 def run_demo(out, *, tiny: bool = False, progress: bool = True) -> Path:
     """Every stage of the demo; returns the path of index.html."""
-    from experiments.sweeps import spec as sw
-    from experiments.sweeps.runner import run_sweep
-    from experiments.sweeps.store import status_rows
-    from experiments.training.config import RunConfig
 
     out, started, timings = Path(out), time.time(), {}
     say = print if progress else (lambda *a, **k: None)
@@ -171,7 +168,7 @@ def run_demo(out, *, tiny: bool = False, progress: bool = True) -> Path:
     moved = from_construction_table(runs, tiny)
     timings["train from construction"] = time.time() - started - sum(timings.values())
     say("5/6 approximation constructions beside trained models")
-    slopes, drawn["approx"] = approximation(out / "approx", tiny)
+    slopes, drawn["approx"] = approximation(out / "approx", tiny, progress)
     timings["approx"] = time.time() - started - sum(timings.values())
     say("6/6 index.html")
     tables = {"Construction checks": checks, "Sweep runs": status, "Comparison (ttb compare)": summary_table(summaries),

@@ -8,30 +8,28 @@ directory.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from constructions.model import save_weights
 from experiments.common.validate import choice
 from experiments.sweeps import store as st
-from experiments.sweeps.spec import BACKENDS, Chunk, Sweep, plan, register
-from experiments.training.config import RunConfig
-from experiments.training.trainer import Trainer, checkpoint_slice, state_from_slices
+from experiments.sweeps.spec import BACKENDS, Chunk, Family, Sweep, plan, register
 
 
-def run_chunk(out, runs: list[RunConfig], device=None, compile: bool = False, on_log=None) -> list[dict]:
+def run_chunk(out, runs: list, family: Family, device=None, compile: bool = False, on_log=None) -> list[dict]:
     """Train ``runs`` (one chunk) from their checkpoints or from scratch; write their directories."""
     out = Path(out)
     started = time.time()
-    trainer = Trainer(runs, device=device, compile=compile)
+    trainer = family.make_trainer(runs, device=device, compile=compile)
     dirs = [st.run_dir(out, r.run_id) for r in runs]
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
     saved = [st.load_checkpoint(d) for d in dirs]
     if all(c is not None for c in saved):
-        state = state_from_slices(trainer, saved)
+        state = trainer.state_from_slices(saved)
         prior = [c[1].get("wall_s", 0.0) for c in saved]
     elif any(c is not None for c in saved):
         raise RuntimeError("run_chunk: some runs of the chunk have checkpoints and some not; re-plan the sweep")
@@ -41,21 +39,19 @@ def run_chunk(out, runs: list[RunConfig], device=None, compile: bool = False, on
     def on_checkpoint(s):
         elapsed = time.time() - started
         for k, d in enumerate(dirs):
-            tensors, meta = checkpoint_slice(trainer, s, k)
+            tensors, meta = trainer.checkpoint_slice(s, k)
             st.save_checkpoint(d, tensors, {**meta, "wall_s": prior[k] + elapsed})
 
     trainer.fit(state, on_log=on_log, on_checkpoint=on_checkpoint)
     return _finish(trainer, state, dirs, [p + time.time() - started for p in prior])
 
 
-def _finish(trainer: Trainer, state, dirs: list[Path], wall: list[float]) -> list[dict]:
+def _finish(trainer, state, dirs: list[Path], wall: list[float]) -> list[dict]:
     results = []
     for k, (summary, directory) in enumerate(zip(trainer.summary(state), dirs)):
-        curve = summary.pop("curve")
+        curve = summary.pop("curve", [])
         result = {"run_id": trainer.runs[k].run_id, **summary, "wall_s": wall[k], "finished_at": time.time()}
-        weights = trainer.weights(state, k)
-        st.write_final(directory, lambda p, w=weights: save_weights(p, trainer.cfg, w),
-                       state.metrics[k], curve, result)
+        st.write_final(directory, lambda p, k=k: trainer.save_weights(p, state, k), state.metrics[k], curve, result)
         results.append(result)
     return results
 
@@ -64,7 +60,7 @@ class Progress:
     """One tqdm bar over the sweep: model-steps done, rate, ETA, mean loss of the last log."""
 
     def __init__(self, chunks: list[Chunk], enabled: bool = True):
-        total = sum(len(c.runs) * (c.runs[0].train.steps - c.start_step) for c in chunks)
+        total = sum(len(c.runs) * (c.runs[0].steps - c.start_step) for c in chunks)
         self.bar = tqdm(total=total, unit="model-step", unit_scale=True, disable=not enabled, dynamic_ncols=True)
         self.last_step = 0
 
@@ -81,20 +77,21 @@ class Progress:
 
     def chunk_done(self, chunk: Chunk) -> None:
         """Account for steps skipped by early stopping (and whole chunks done elsewhere)."""
-        self.bar.update(len(chunk.runs) * (chunk.runs[0].train.steps - self.last_step))
+        self.bar.update(len(chunk.runs) * (chunk.runs[0].steps - self.last_step))
 
     def close(self) -> None:
         self.bar.close()
 
 
-def run_local(chunks: list[Chunk], out: Path, store: st.Store, *, device=None, compile=False,
+def run_local(chunks: list[Chunk], out: Path, store: st.Store, family_of, *, device=None, compile=False,
               progress=True) -> None:
     bar = Progress(chunks, enabled=progress)
     try:
         for chunk in chunks:
             store.mark_running([r.run_id for r in chunk.runs])
             bar.start(chunk)
-            results = run_chunk(out, chunk.runs, device=device, compile=compile, on_log=bar.on_log)
+            results = run_chunk(out, chunk.runs, family_of(chunk.runs[0]), device=device, compile=compile,
+                                on_log=bar.on_log)
             store.mark_finished(results)
             bar.chunk_done(chunk)
     finally:
@@ -105,25 +102,24 @@ def run_local(chunks: list[Chunk], out: Path, store: st.Store, *, device=None, c
 # Ray
 
 
-def _ray_chunk(out: str, run_dicts: list[dict], device, compile: bool) -> list[dict]:
-    runs = [RunConfig.from_dict(d) for d in run_dicts]
-    return run_chunk(out, runs, device=_ray_device(device), compile=compile)
+def _ray_chunk(out: str, runs: list, family: Family, device, compile: bool) -> list[dict]:
+    return run_chunk(out, runs, family, device=_ray_device(device), compile=compile)
 
 
 def _ray_device(device):
     """Inside a Ray task: the requested device, or the GPU Ray assigned, or the CPU."""
-    import ray
+    import ray  # optional dependency (the `ray` extra): imported only where the Ray backend runs
 
     if device not in (None, "auto"):
         return device
     return "cuda" if ray.get_gpu_ids() else "cpu"
 
 
-def run_ray(chunks: list[Chunk], out: Path, store: st.Store, *, device=None, compile=False,
+def run_ray(chunks: list[Chunk], out: Path, store: st.Store, family_of, *, device=None, compile=False,
             progress=True) -> None:
     """Each chunk is a Ray task (one GPU each when the cluster has GPUs); results land in the store."""
     try:
-        import ray
+        import ray  # optional dependency (the `ray` extra)
     except ModuleNotFoundError:
         raise ValueError("--backend ray needs the optional dependency ray: pip install 'ray[default]'") from None
     if not ray.is_initialized():
@@ -134,7 +130,7 @@ def run_ray(chunks: list[Chunk], out: Path, store: st.Store, *, device=None, com
     pending = {}
     for chunk in chunks:
         store.mark_running([r.run_id for r in chunk.runs])
-        ref = task.remote(str(Path(out).resolve()), [r.to_dict() for r in chunk.runs], device, compile)
+        ref = task.remote(str(Path(out).resolve()), list(chunk.runs), family_of(chunk.runs[0]), device, compile)
         pending[ref] = chunk
     bar = Progress(chunks, enabled=progress)
     try:
@@ -169,8 +165,8 @@ def run_sweep(sweep: Sweep, out, *, backend: str | None = None, device: str | No
             store.mark_finished(adopt)
         started = time.time()
         execute = run_local if backend == "local" else run_ray
-        execute(todo, out, store, device=device, compile=compile, progress=progress)
+        execute(todo, out, store, sweep.family_of, device=device, compile=compile, progress=progress)
         rows = store.rows()
     if progress:
-        print(f"sweep {opts.name}: {len(todo)} batches in {time.time() - started:.1f}s -> {out}")
+        print(f"sweep {opts.name}: {len(todo)} batches in {time.time() - started:.1f}s -> {out}", file=sys.stderr)
     return rows

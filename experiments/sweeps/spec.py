@@ -35,11 +35,14 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from experiments.common.validate import ConfigError, boolean, choice, integer, read_toml
+from experiments.common.devices import check_device_name
+from experiments.common.validate import ConfigError, boolean, choice, integer, read_toml, string
 from experiments.sweeps import store as st
+from experiments.training import regression
 from experiments.training.config import RunConfig
 
 BACKENDS = ("local", "ray")
@@ -55,21 +58,46 @@ class SweepOptions:
     backend: str = "local"
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"sweep.name must be a non-empty string, got {self.name!r}")
+        string("sweep.name", self.name)
         integer("sweep.max_models_per_batch", self.max_models_per_batch, 1)
-        if not isinstance(self.device, str) or self.device.split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
-            raise ConfigError(f"sweep.device must be one of ['auto', 'cpu', 'cuda', 'cuda:N', 'mps'], "
-                              f"got {self.device!r}")
+        check_device_name("sweep.device", self.device)
         boolean("sweep.compile", self.compile)
         choice("sweep.backend", self.backend, BACKENDS)
 
 
 @dataclass(frozen=True)
+class Family:
+    """A kind of run the engine trains. Its run specs are frozen dataclasses with ``run_id``,
+    ``to_dict()`` (the resolved config, hashed into the id), ``group_key()`` (equal keys train in
+    one batch), ``steps`` and ``shape_text()``; ``make_trainer(runs, device=, compile=)`` gives the
+    :class:`experiments.training.trainer.Trainer` of one batch group."""
+
+    kind: str
+    make_trainer: Callable
+
+
+REGRESSION = Family("regression", regression.make_trainer)
+
+
+def kind_of(run) -> str:
+    """A run's family kind: its resolved config's "kind" ("regression" when absent: the in-context
+    regression configs predate the other kinds, and their run ids must not change)."""
+    return run.to_dict().get("kind", REGRESSION.kind)
+
+
+@dataclass(frozen=True)
 class Sweep:
     options: SweepOptions
-    runs: list[RunConfig]
+    runs: Sequence  # run specs (of the families below)
     labels: list[str]  # per run: its grid values, "train.seed=0 task.noise_std=0.5"
+    families: tuple[Family, ...] = (REGRESSION,)
+
+    def family_of(self, run) -> Family:
+        kind = kind_of(run)
+        for family in self.families:
+            if family.kind == kind:
+                return family
+        raise ValueError(f"run {run.run_id} is of kind {kind!r}, which this sweep has no family for")
 
 
 @dataclass(frozen=True)
@@ -78,7 +106,7 @@ class Chunk:
 
     group_key: str
     start_step: int
-    runs: list[RunConfig]
+    runs: list
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,11 +129,21 @@ def parse_sweep(data: dict) -> Sweep:
     for i, point in enumerate(expand_grid(data.get("grid", {}))):
         label = " ".join(f"{k}={v!r}" for k, v in point.items())
         try:
-            runs.append(RunConfig.from_dict(_override(base, point)))
+            runs.append(RunConfig.from_dict(_explicit_beta(_override(base, point))))
         except ConfigError as err:
             raise ConfigError(f"{err}" + (f" (in grid point {i}: {label})" if point else "")) from None
         labels.append(label)
     return _deduplicated(Sweep(options, runs, labels))
+
+
+def _explicit_beta(data: dict) -> dict:
+    """A resolved run stores "1 / sqrt(d_head)" as model.beta = 0 (the encoding its run id hashes),
+    so a user's explicit 0 would silently mean that default: refuse it instead."""
+    beta = data.get("model", {}).get("beta") if isinstance(data.get("model"), dict) else None
+    if beta is not None and not isinstance(beta, bool) and beta == 0:
+        raise ConfigError("model.beta must be a positive inverse temperature, got 0 (leave model.beta out "
+                          "for the usual 1 / sqrt(d_head))")
+    return data
 
 
 def _options(data) -> SweepOptions:
@@ -184,9 +222,9 @@ def _deduplicated(sweep: Sweep) -> Sweep:
     return replace(sweep, runs=runs, labels=labels)
 
 
-def chunks(runs: list[RunConfig], start_steps: dict[str, int], max_models: int) -> list[Chunk]:
+def chunks(runs: Sequence, start_steps: dict[str, int], max_models: int) -> list[Chunk]:
     """Group by (group key, checkpoint step) in first-seen order; split groups into chunks."""
-    groups: dict[tuple[str, int], list[RunConfig]] = {}
+    groups: dict[tuple[str, int], list] = {}
     for run in runs:
         groups.setdefault((run.group_key(), start_steps.get(run.run_id, 0)), []).append(run)
     return [Chunk(key, step, members[i:i + max_models])
@@ -237,8 +275,5 @@ def describe(sweep: Sweep) -> str:
     groups = chunks(sweep.runs, {}, sweep.options.max_models_per_batch)
     lines.append(f"{len(groups)} batches (max_models_per_batch = {sweep.options.max_models_per_batch})")
     for i, c in enumerate(groups):
-        m, t = c.runs[0].model, c.runs[0].train
-        lines.append(f"  batch {i}: K={len(c.runs)}  L={m.n_layers} D={m.d_model} H={m.n_heads} "
-                     f"T={c.runs[0].task.n_tokens} B={t.batch_size} steps={t.steps}  "
-                     f"runs {' '.join(r.run_id for r in c.runs)}")
+        lines.append(f"  batch {i}: K={len(c.runs)}  {c.runs[0].shape_text()}  runs {' '.join(r.run_id for r in c.runs)}")
     return "\n".join(lines)

@@ -109,13 +109,20 @@ def load_checkpoint(directory: Path) -> tuple[dict, dict] | None:
     return load_file(str(path)), meta
 
 
+def metric_columns(metrics: list[dict]) -> list[str]:
+    """The columns of metrics.csv: the regression ones in their usual order, then any others."""
+    keys = list(metrics[0]) if metrics else list(METRIC_COLUMNS)
+    return [c for c in METRIC_COLUMNS if c in keys] + [c for c in keys if c not in METRIC_COLUMNS]
+
+
 def write_final(directory: Path, write_weights, metrics: list[dict], curve: list[dict],
                 result: dict) -> None:
     """Weights (``write_weights(path)``), metrics and evaluation, result.json last; drop the checkpoint."""
     directory = Path(directory)
     atomic_write_with(directory / "weights.safetensors", write_weights)
-    atomic_write_text(directory / "metrics.csv", _csv_text(metrics, METRIC_COLUMNS))
-    atomic_write_text(directory / "eval.csv", _csv_text(curve, ("n_examples", "nmse")))
+    atomic_write_text(directory / "metrics.csv", _csv_text(metrics, metric_columns(metrics)))
+    if curve:
+        atomic_write_text(directory / "eval.csv", _csv_text(curve, ("n_examples", "nmse")))
     atomic_write_json(directory / "result.json", result)
     checkpoint_path(directory).unlink(missing_ok=True)
 
@@ -246,8 +253,10 @@ def _run_frames(directory: Path, base: dict, steps_done) -> list:
     frames = []
     if (directory / "metrics.csv").exists():
         m = pd.read_csv(directory / "metrics.csv")
-        long = m.melt(id_vars=["step", "n_points"], value_vars=["loss", "nmse", "grad_norm", "lr"],
-                      var_name="metric", value_name="value").rename(columns={"n_points": "n_examples"})
+        ids = [c for c in ("step", "n_points") if c in m]
+        values = [c for c in m if c not in ("step", "n_points", "n_dims")]
+        long = m.melt(id_vars=ids, value_vars=values, var_name="metric", value_name="value")
+        long = long.rename(columns={"n_points": "n_examples"})
         frames.append(long.assign(kind="train", **base))
     if (directory / "eval.csv").exists():
         e = pd.read_csv(directory / "eval.csv")

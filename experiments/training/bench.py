@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from experiments.common.devices import pick_device
 from experiments.training.config import RunConfig
+from experiments.training.regression import make_trainer
 from experiments.training.trainer import Trainer
 
 # name -> (layers, width, tokens, batch): an overhead-bound and a compute-bound shape.
@@ -91,8 +92,8 @@ def _timed_steps(trainers: list[Trainer], steps: int, device: torch.device) -> f
 
 def measure(shape: str, K: int, steps: int, device: torch.device) -> dict:
     runs = shape_runs(shape, K)
-    loop_s = _timed_steps([Trainer([r], device=device) for r in runs], steps, device)
-    batched = Trainer(runs, device=device)
+    loop_s = _timed_steps([make_trainer([r], device=device) for r in runs], steps, device)
+    batched = make_trainer(runs, device=device)
     batched_s = _timed_steps([batched], steps, device)
     row = {"shape": shape, "K": K, "steps": steps, "device": str(device),
            "loop_steps_per_s": K * steps / loop_s, "batched_steps_per_s": K * steps / batched_s}

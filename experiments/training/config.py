@@ -15,7 +15,6 @@ and early stopping.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, fields
 
@@ -23,6 +22,7 @@ import torch
 
 from constructions.model import ATTENTION_KINDS, MLP_KINDS, NORMS, ModelConfig
 from experiments.common.devices import DTYPES
+from experiments.common.ids import run_id
 from experiments.common.validate import ConfigError, boolean, choice, integer, real, section
 
 FORMATS = ("interleaved", "example")
@@ -143,7 +143,7 @@ class ModelSpec:
     d_head: int = 0  # 0: d_model // n_heads
     d_mlp: int = 0  # 0: 4 * d_model
     attention: str = "softmax"
-    beta: float = 0.0  # softmax inverse temperature; 0: 1 / sqrt(d_head)
+    beta: float = 0.0  # softmax inverse temperature; left out (stored as 0): 1 / sqrt(d_head)
     mlp: str = "gelu"
     norm: str = "layernorm"
     final_norm: bool = True
@@ -241,6 +241,12 @@ class TrainSpec:
     def data_seed_resolved(self) -> int:
         return self.seed if self.data_seed < 0 else self.data_seed
 
+    def hyper(self) -> dict:
+        """This model's optimiser settings (the keys of ``optim.HYPER_DEFAULTS``)."""
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "weight_decay": self.weight_decay, "warmup": self.warmup_steps, "total": self.steps,
+                "min_lr_ratio": self.min_lr_ratio, "clip": self.grad_clip}
+
 
 # ----------------------------------------------------------------------------------------------
 # A run
@@ -290,8 +296,7 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         """12 hex digits of the SHA-256 of the resolved config (canonical JSON)."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return run_id(self.to_dict())
 
     def model_config(self) -> ModelConfig:
         m, t = self.model, self.task
@@ -299,9 +304,18 @@ class RunConfig:
             d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads,
             d_head=m.d_head or m.d_model // m.n_heads, d_in=t.d + 1, d_out=1,
             d_mlp=0 if m.mlp == "none" else (m.d_mlp or 4 * m.d_model), attention=m.attention,
-            beta=m.beta or None, mask=MASK_OF_FORMAT[t.format], mlp=m.mlp, norm=m.norm,
+            beta=None if m.beta == 0.0 else m.beta, mask=MASK_OF_FORMAT[t.format], mlp=m.mlp, norm=m.norm,
             final_norm=m.final_norm, residual=m.residual, bias=m.bias, n_positions=t.n_tokens,
         )
+
+    @property
+    def steps(self) -> int:
+        return self.train.steps
+
+    def shape_text(self) -> str:
+        """The batch's shape in a few words (``ttb sweep --dry-run``)."""
+        m, t = self.model, self.train
+        return f"L={m.n_layers} D={m.d_model} H={m.n_heads} T={self.task.n_tokens} B={t.batch_size} steps={t.steps}"
 
     def group_key(self) -> str:
         """Runs with equal keys can train in one batch (see the module docstring)."""

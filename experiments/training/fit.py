@@ -1,15 +1,14 @@
-"""Batched fitting of K models to a target map: the trainer behind the approximation comparisons.
+"""Fit the K rows of any flat weight buffer to any per-model loss with THE trainer, in one call.
 
-Nothing here knows which network is trained or what it imitates. The caller gives
+For a loss that is not a family of its own (a notebook, a test, a one-off study)::
 
-    per_model_loss(theta, *batch) -> (K,)     the loss of every model; theta (K, P) flat weights
-    batches(step) -> tuple of tensors          fresh data (and targets) for that step
+    res = fit(losses, theta, [{"lr": 1e-2}] * K, steps=200, batches=lambda step: (x, y), decay=mask)
 
-and :func:`fit` runs the per-model AdamW of :mod:`experiments.training.optim` (each model its own learning
-rate, schedule, clipping, weight decay; a model whose loss turns non-finite is frozen), with no host
-synchronisation inside the loop: per-model losses accumulate on the device and are read once.
-
-Glossary: K models, P parameters per model.
+``losses(theta, *batch) -> (K,)`` is the loss of every model (theta (K, P)), ``batches(step)``
+the data of that step. It runs :class:`experiments.training.trainer.Trainer` (per-model AdamW,
+clipping, schedule, masking of non-finite models, no host sync in the loop) on a
+:class:`FunctionProblem` and returns the final weights and the mean loss of the last ``log_every``
+steps per model.
 """
 
 from __future__ import annotations
@@ -20,7 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from experiments.training.optim import Hyper, hyper_rows, masked_step
+from experiments.training.optim import FlatSpec, hyper_rows
+from experiments.training.trainer import EarlyStop, Loop, Trainer
 
 
 @dataclass
@@ -30,29 +30,65 @@ class FitResult:
     alive: Tensor  # (K,) bool on the host
 
 
-def fit(per_model_loss: Callable[..., Tensor], theta: Tensor, hypers: Sequence[dict], *, steps: int,
+@dataclass(frozen=True)
+class _Row:
+    run_id: str
+
+
+class FunctionProblem:
+    """A :class:`experiments.training.trainer.Problem` from a loss function and a batch function."""
+
+    def __init__(self, losses: Callable, theta: Tensor, hypers: list[dict], batches: Callable, decay: Tensor):
+        self.runs = [_Row(f"model{k}") for k in range(theta.shape[0])]
+        self.spec = FlatSpec(("theta",), ((theta.shape[1],),))
+        self.device, self.dtype = theta.device, theta.dtype
+        self._theta, self._hypers, self._batches, self._losses, self._decay = theta, hypers, batches, losses, decay
+
+    def init_theta(self) -> Tensor:
+        return self._theta.detach().clone()
+
+    def hypers(self) -> list[dict]:
+        return self._hypers
+
+    def decay_mask(self) -> Tensor:
+        return self._decay.to(device=self.device, dtype=self.dtype)
+
+    def early_stops(self) -> list[EarlyStop]:
+        return [EarlyStop()] * len(self.runs)
+
+    def generators(self) -> list[torch.Generator]:
+        return []  # the batch function holds its own state
+
+    def batch(self, gens, step: int) -> tuple:
+        return tuple(self._batches(step))
+
+    def losses(self, theta: Tensor, *batch) -> Tensor:
+        return self._losses(theta, *batch)
+
+    def log_fields(self, step: int, loss: float) -> dict:
+        return {}
+
+    def evaluate(self, theta: Tensor) -> list[dict]:
+        return [{} for _ in self.runs]
+
+    def save_weights(self, path, theta_k: Tensor) -> None:
+        raise NotImplementedError("a FunctionProblem has no file format; save theta yourself")
+
+
+def fit(losses: Callable[..., Tensor], theta: Tensor, hypers: Sequence[dict], *, steps: int,
         batches: Callable[[int], tuple], decay: Tensor, log_every: int = 50,
         progress: Callable[[int], None] | None = None) -> FitResult:
     """Train the K rows of ``theta`` for ``steps`` steps; ``hypers[k]`` holds model k's
     hyperparameters (keys of ``optim.HYPER_DEFAULTS``; ``total`` defaults to ``steps``).
-    ``progress(s)`` is called with the steps done every ``log_every`` steps and at the end (it must
-    not read device tensors)."""
+    ``progress(s)`` is called with the steps done every ``log_every`` steps and at the end."""
     K = theta.shape[0]
     if len(hypers) != K:
         raise ValueError(f"fit: need one hyperparameter dict per model, got {len(hypers)} for K={K}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"fit: steps must be an int >= 1, got {steps!r}")
-    hp = Hyper.stack(hyper_rows(hypers, steps), dtype=theta.dtype, device=theta.device)
-    m, v = torch.zeros_like(theta), torch.zeros_like(theta)
-    alive = torch.ones(K, dtype=torch.bool, device=theta.device)
-    recent = torch.zeros(K, dtype=theta.dtype, device=theta.device)
-    step = masked_step(per_model_loss)
     window = max(1, min(log_every, steps))
-    for s in range(steps):
-        t = torch.tensor(s, dtype=torch.int64, device=theta.device)
-        theta, m, v, alive, per = step(theta, m, v, t, alive, batches(s), hp, decay)
-        if s >= steps - window:
-            recent = recent + per.detach() / window
-        if progress is not None and ((s + 1) % window == 0 or s + 1 == steps):
-            progress(s + 1)
-    return FitResult(theta.detach(), recent.cpu(), alive.cpu())
+    problem = FunctionProblem(losses, theta, hyper_rows(hypers, steps), batches, decay)
+    trainer = Trainer(problem, Loop(steps, window))
+    state = trainer.fit(trainer.initial_state(), on_log=None if progress is None else lambda s, _: progress(s.step))
+    last = [m[-1]["loss"] if m else float("nan") for m in state.metrics]
+    return FitResult(state.theta.detach(), torch.tensor(last, dtype=theta.dtype), state.alive.cpu())

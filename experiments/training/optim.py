@@ -146,26 +146,20 @@ def adamw(theta: Tensor, m: Tensor, v: Tensor, g: Tensor, t: Tensor, lr: Tensor,
     return theta - col(lr / bias1) * m / denom, m, v
 
 
-def masked_step(per_model_loss):
-    """The pure training step for K independent models, from ``per_model_loss(theta, *batch) -> (K,)``.
-
-    The gradient is that of the sum of the live models' losses, so row k of it is model k's own
-    gradient; a model whose loss or gradient norm turns non-finite keeps its weights and is marked
-    dead (``alive`` False) from then on. No host synchronisation. Returns
-    ``step(theta, m, v, t, alive, batch, hp, decay) -> (theta, m, v, alive, losses)``."""
-
-    def total(theta, alive, *batch):
-        per = per_model_loss(theta, *batch)
-        return torch.where(alive, per, torch.zeros_like(per)).sum(), per
-
-    grad_fn = torch.func.grad(total, has_aux=True)
-
-    def step(theta, m, v, t, alive, batch: tuple, hp: Hyper, decay):
-        g, per = grad_fn(theta, alive, *batch)
-        norms = grad_norms(g)
-        ok = alive & torch.isfinite(per) & torch.isfinite(norms)
-        new = adamw(theta, m, v, g * clip_coef(norms, hp.clip)[:, None], t, lr_at(hp, t), hp, decay)
-        theta, m, v = (torch.where(ok[:, None], a, b) for a, b in zip(new, (theta, m, v)))
-        return theta, m, v, ok, per
-
-    return step
+def adamw_(theta: Tensor, m: Tensor, v: Tensor, g: Tensor, t: Tensor, lr: Tensor, hp: Hyper, decay: Tensor,
+           ok: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`adamw` for the rows where ``ok`` (K,) holds, in place on theta, m and v (no copies of
+    the (K, P) buffers); rows where it does not keep theta, m and v bit for bit. ``g`` must be zero
+    on those rows. The arithmetic of a live row is the same as :func:`adamw`'s (a factor 1.0 is
+    exact), so the two agree to the last bit."""
+    live = ok.to(theta.dtype)
+    col = lambda x: x[:, None]  # noqa: E731  (K,) -> (K, 1)
+    n = (t + 1).to(theta.dtype)
+    theta.mul_(1 - col(lr * hp.weight_decay * live) * decay)
+    m.mul_(col(torch.where(ok, hp.beta1, 1.0))).add_(g * col((1 - hp.beta1) * live))
+    v.mul_(col(torch.where(ok, hp.beta2, 1.0))).add_(g.mul(col((1 - hp.beta2) * live)).mul_(g))
+    bias1 = 1 - hp.beta1.pow(n)
+    bias2 = 1 - hp.beta2.pow(n)
+    denom = v.sqrt().div_(col(bias2.sqrt())).add_(col(hp.eps))
+    theta.sub_(m.mul(col(lr * live / bias1)).div_(denom))
+    return theta, m, v

@@ -1,126 +1,109 @@
-"""Batched trainer: K models of one shape learn in-context linear regression in one step.
+"""THE batched trainer: K models of one shape learn in one step, whatever they learn.
 
-One step is one batched forward/backward through ``constructions.model.forward`` and one AdamW
-update of the flat (K, P) parameter buffer (``experiments.training.optim``). The loss is the sum over models
-of each model's mean squared error, so model k's gradient is exactly the gradient it would get
-alone. Everything else is per model as well: data stream (one generator each), init seed, learning
-rate and schedule, betas, weight decay, gradient clipping, early stopping. A model whose loss or
-gradient turns non-finite is masked from then on (its update is zeroed) and its step recorded.
+A :class:`Problem` says what the K models learn (their flat weights, their data, their per-model
+loss, their evaluation); the :class:`Trainer` runs the loop every family shares:
 
-No host synchronisation inside the step loop: per-model losses accumulate on the device and come
-to the host every ``log_every`` steps, where logging and early stopping happen.
+    one step    one batched forward/backward of the sum of the live models' losses (plain autograd
+                over the flat (K, P) parameter buffer, so row k of the gradient is model k's own
+                gradient), per-model clipping, and one in-place AdamW update of every row with that
+                model's learning rate, schedule, betas and weight decay (``experiments.training.optim``)
+    masking     a model whose loss or gradient turns non-finite keeps its weights and is marked
+                dead (``alive`` False) with its step recorded; the others go on
+    no sync     per-model losses accumulate on the device and come to the host every ``log_every``
+                steps, where logging, early stopping and checkpoints happen
+    resume      a model's state at a log boundary is a checkpoint slice (weights, moments, the
+                data generator's state, the logged metrics); K slices rebuild the batch exactly
 
-Token formats (``task.format``): "interleaved" (x_1, y_1, x_2, ..., causal mask, a prediction at
-every x token, loss averaged over all of them) and "example" (z_i = (x_i, y_i), query (x_q, 0),
-"exclude_query" mask, one prediction per prompt).
+Families: in-context regression (:mod:`experiments.training.regression`), the sequence tasks of
+``ttb ood`` (:mod:`experiments.ood.sequences`) and the approximation fits of ``ttb approx``
+(:mod:`experiments.approx.transformer`, :mod:`experiments.approx.mpnn`).
 
-Glossary: K models, B prompts per model, N points per prompt, d input dimension, P parameters.
+Glossary: K models, P parameters per model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from constructions.model import Weights, forward, init
-from constructions.tokens import (
-    example_tokens,
-    interleaved_predictions,
-    interleaved_tokens,
-    query_prediction,
-)
-from experiments.common.devices import pick_device
-from experiments.common.seeds import DATA_STREAM, EVAL_STREAM, INIT_STREAM, derive_seed
-from experiments.training import tasks
-from experiments.training.config import RunConfig
-from experiments.training.optim import FlatSpec, Hyper, adamw, clip_coef, grad_norms, lr_at
-
-CPU_CHUNK_BYTES = 32 * 2**20
+from experiments.training.optim import FlatSpec, Hyper, adamw_, clip_coef, grad_norms, lr_at
 
 
-# ----------------------------------------------------------------------------------------------
-# Math: tokens, loss, one step
+class EarlyStop(NamedTuple):
+    """One model's early stopping: stop once the logged loss is <= target (0: off), or after
+    ``patience`` steps without a relative improvement of ``min_delta`` (0: off)."""
+
+    patience: int = 0
+    min_delta: float = 0.0
+    target: float = 0.0
 
 
-def make_tokens(fmt: str, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """x (K, B, N, d), y (K, B, N) -> tokens and the targets the predictions are scored against."""
-    if fmt == "interleaved":
-        return interleaved_tokens(x, y), y  # targets (K, B, N)
-    return example_tokens(x[:, :, :-1], y[:, :, :-1], x[:, :, -1]), y[:, :, -1:]  # targets (K, B, 1)
+@dataclass(frozen=True)
+class Loop:
+    """What the K models of a batch share: the number of steps and the logging cadence."""
+
+    steps: int
+    log_every: int = 50
+    checkpoint_every: int = 0  # 0: none; else a multiple of log_every
 
 
-def predictions(fmt: str, out: Tensor) -> Tensor:
-    """Readout (K, B, T, 1) -> predictions shaped like the targets."""
-    return interleaved_predictions(out) if fmt == "interleaved" else query_prediction(out)[..., None]
+class Problem(Protocol):
+    """What K models of one shape learn. Every method is pure apart from advancing generators."""
+
+    runs: Sequence  # one run spec per model (``run_id`` each)
+    spec: FlatSpec
+    device: torch.device
+    dtype: torch.dtype
+
+    def init_theta(self) -> Tensor: ...  # (K, P); row k from model k's own init seed alone
+
+    def hypers(self) -> list[dict]: ...  # per model: keys of optim.HYPER_DEFAULTS
+
+    def decay_mask(self) -> Tensor: ...  # (P,) 1 where weight decay applies
+
+    def early_stops(self) -> list[EarlyStop]: ...
+
+    def generators(self) -> list[torch.Generator]: ...  # per model: its training-data stream
+
+    def batch(self, gens: list[torch.Generator], step: int) -> tuple: ...  # this step's data
+
+    def losses(self, theta: Tensor, *batch) -> Tensor: ...  # (K,) per-model losses
+
+    def log_fields(self, step: int, loss: float) -> dict: ...  # extra columns of a log row
+
+    def evaluate(self, theta: Tensor) -> list[dict]: ...  # per model, after training
+
+    def save_weights(self, path, theta_k: Tensor) -> None: ...  # one model's (1, P) weights
 
 
-def make_step(cfg, spec: FlatSpec, fmt: str, model_chunk: int | None = None) -> Callable:
-    """The pure training step for one shape (a function of tensors only, so it can be compiled).
+class StepState(NamedTuple):
+    """The device tensors one step reads and writes."""
 
-    ``model_chunk``: run forward/backward for at most this many models at a time (the models are
-    independent, so the gradients are the same; it only bounds the size of each activation).
-    """
-
-    def model_losses(theta, tokens, targets):  # (K,)
-        out = forward(cfg, spec.unflatten(theta), tokens).out
-        return (predictions(fmt, out) - targets).pow(2).flatten(1).mean(1)
-
-    def total(theta, tokens, targets, alive):
-        per = model_losses(theta, tokens, targets)
-        return torch.where(alive, per, torch.zeros_like(per)).sum(), per
-
-    grad_fn = torch.func.grad(total, has_aux=True)
-
-    def gradients(theta, tokens, targets, alive):
-        K = theta.shape[0]
-        if model_chunk is None or model_chunk >= K:
-            return grad_fn(theta, tokens, targets, alive)
-        parts = [grad_fn(*(x[i:i + model_chunk] for x in (theta, tokens, targets, alive)))
-                 for i in range(0, K, model_chunk)]
-        return torch.cat([g for g, _ in parts]), torch.cat([p for _, p in parts])
-
-    def step(theta, m, v, t, alive, diverged_step, tokens, targets, hp: Hyper, decay):
-        g, per = gradients(theta, tokens, targets, alive)
-        norms = grad_norms(g)
-        ok = alive & torch.isfinite(per) & torch.isfinite(norms)
-        g = g * clip_coef(norms, hp.clip)[:, None]
-        new = adamw(theta, m, v, g, t, lr_at(hp, t), hp, decay)
-        keep = ok[:, None]
-        theta, m, v = (torch.where(keep, a, b) for a, b in zip(new, (theta, m, v)))
-        diverged_step = torch.where(alive & ~ok, t, diverged_step)
-        return theta, m, v, ok, diverged_step, per, norms
-
-    return step
+    theta: Tensor  # (K, P)
+    m: Tensor  # (K, P) AdamW first moment
+    v: Tensor  # (K, P) AdamW second moment
+    t: Tensor  # 0-dim int64: the index of the next step
+    alive: Tensor  # (K,) bool
+    diverged_step: Tensor  # (K,) int64, -1 if never
 
 
-def auto_model_chunk(cfg, device: torch.device, batch_size: int, n_tokens: int, dtype) -> int | None:
-    """On the CPU, bound each activation to ~CPU_CHUNK_BYTES: huge temporaries are mapped and
-    unmapped by the allocator on every step (page faults), which made K = 32 slower than a loop.
-    Accelerators get no chunking (one launch per kernel for all K models)."""
-    if device.type != "cpu":
-        return None
-    widest = max(cfg.n_heads * n_tokens, cfg.d_mlp, cfg.d_model) * batch_size * n_tokens
-    return max(1, CPU_CHUNK_BYTES // (widest * torch.finfo(dtype).bits // 8))
-
-
-# ----------------------------------------------------------------------------------------------
-# State
+class StepOut(NamedTuple):
+    state: StepState
+    ok: Tensor  # (K,) bool: the model took this step
+    losses: Tensor  # (K,) the step's losses (before the update)
+    grad_norms: Tensor  # (K,) before clipping
 
 
 @dataclass
 class TrainState:
-    """Everything needed to continue training K models (device tensors plus host bookkeeping)."""
+    """Everything needed to continue training K models: the step tensors, the window's sums on
+    the device, the data generators, and host bookkeeping."""
 
-    theta: Tensor  # (K, P)
-    m: Tensor  # (K, P)
-    v: Tensor  # (K, P)
-    t: Tensor  # 0-dim int64: the next step index, on the device
-    alive: Tensor  # (K,) bool
-    diverged_step: Tensor  # (K,) int64, -1 if never
+    tensors: StepState
     loss_sum: Tensor  # (K,) since the last log
     gnorm_sum: Tensor  # (K,)
     count: Tensor  # (K,) steps each model took since the last log
@@ -131,109 +114,99 @@ class TrainState:
     stopped_step: list[int] = field(default_factory=list)
     metrics: list[list[dict]] = field(default_factory=list)  # per model, one row per log
 
+    @property
+    def theta(self) -> Tensor:
+        return self.tensors.theta
+
+    @property
+    def alive(self) -> Tensor:
+        return self.tensors.alive
+
+
+# ----------------------------------------------------------------------------------------------
+# One step (pure: tensors in, tensors out; no host synchronisation)
+
+
+def gradients(losses: Callable, theta: Tensor, alive: Tensor, batch: tuple,
+              model_chunk: int | None = None) -> tuple[Tensor, Tensor]:
+    """(g (K, P), per-model losses (K,)): the gradient of the sum of the live models' losses.
+    ``model_chunk`` runs at most that many models per forward/backward (models are independent,
+    so the gradient is the same; it bounds the size of each activation)."""
+    K = theta.shape[0]
+    if model_chunk is not None and model_chunk < K:
+        parts = [gradients(losses, theta[i:i + model_chunk], alive[i:i + model_chunk],
+                           tuple(x[i:i + model_chunk] for x in batch)) for i in range(0, K, model_chunk)]
+        return torch.cat([g for g, _ in parts]), torch.cat([p for _, p in parts])
+    with torch.enable_grad():
+        leaf = theta.detach().requires_grad_(True)
+        per = losses(leaf, *batch)
+        total = torch.where(alive, per, torch.zeros_like(per)).sum()
+        (g,) = torch.autograd.grad(total, leaf)
+    return g, per.detach()
+
+
+def make_step(losses: Callable, model_chunk: int | None = None, update: Callable = adamw_) -> Callable:
+    """``step(state, batch, hp, decay) -> StepOut`` for per-model ``losses(theta, *batch) -> (K,)``."""
+
+    def step(s: StepState, batch: tuple, hp: Hyper, decay: Tensor) -> StepOut:
+        g, per = gradients(losses, s.theta, s.alive, batch, model_chunk)
+        norms = grad_norms(g)
+        ok = s.alive & torch.isfinite(per) & torch.isfinite(norms)
+        g = torch.where(ok[:, None], g * clip_coef(norms, hp.clip)[:, None], torch.zeros_like(g))
+        theta, m, v = update(s.theta, s.m, s.v, g, s.t, lr_at(hp, s.t), hp, decay, ok)
+        diverged = torch.where(s.alive & ~ok, s.t, s.diverged_step)
+        return StepOut(StepState(theta, m, v, s.t + 1, ok, diverged), ok, per, norms)
+
+    return step
+
 
 # ----------------------------------------------------------------------------------------------
 # The trainer
 
 
 class Trainer:
-    """Trains the runs of one batch group (equal ``RunConfig.group_key``) together."""
+    """Trains the K models of one problem together (see the module docstring)."""
 
-    def __init__(self, runs: Sequence[RunConfig], device=None, compile: bool = False,
-                 model_chunk: int | None = None):
-        keys = {r.group_key() for r in runs}
-        if len(keys) != 1:
-            raise ValueError(f"Trainer: runs must share one group key (shape, steps, ...), got {len(keys)}")
-        self.runs, self.K = list(runs), len(runs)
-        self.device = pick_device(device) if not isinstance(device, torch.device) else device
-        first = self.runs[0]
-        self.cfg, self.task, self.tr = first.model_config(), first.task, first.train
-        self.dtype = self.tr.torch_dtype
-        self.spec = FlatSpec.of(self.cfg)
-        self.hp = Hyper.stack([_hyper_row(r) for r in self.runs], dtype=self.dtype, device=self.device)
-        self.decay = self.spec.decay_mask(self.dtype, self.device)
-        self.task_groups = _task_groups(self.runs)
-        self.model_chunk = model_chunk or auto_model_chunk(self.cfg, self.device, self.tr.batch_size,
-                                                           self.task.n_tokens, self.dtype)
-        step = make_step(self.cfg, self.spec, self.task.format, self.model_chunk)
-        self._step = torch.compile(step) if compile else step
-
-    # -- setup ---------------------------------------------------------------------------------
-
-    def gen_device(self) -> torch.device:
-        return torch.device("cpu") if self.tr.data_on == "cpu" else self.device
-
-    def generators(self, stream: int) -> list[torch.Generator]:
-        seeds = [derive_seed(r.train.data_seed_resolved, stream) for r in self.runs]
-        return [torch.Generator(device=self.gen_device()).manual_seed(s) for s in seeds]
-
-    def init_theta(self) -> Tensor:
-        rows = []
-        for r in self.runs:
-            gen = torch.Generator().manual_seed(derive_seed(r.train.seed, INIT_STREAM))
-            w = init(self.cfg, [gen], std=r.model.init_std, dtype=self.dtype, device=self.device)
-            rows.append(self.spec.flatten(w))
-        return torch.cat(rows)
+    def __init__(self, problem: Problem, loop: Loop, *, compile: bool = False, model_chunk: int | None = None):
+        self.problem, self.loop = problem, loop
+        self.K, self.device, self.dtype, self.spec = len(problem.runs), problem.device, problem.dtype, problem.spec
+        self.runs = problem.runs
+        self.hp = Hyper.stack(problem.hypers(), dtype=self.dtype, device=self.device)
+        self.decay = problem.decay_mask()
+        self.stops = problem.early_stops()
+        losses = torch.compile(problem.losses) if compile else problem.losses
+        self._step = make_step(losses, model_chunk)
 
     def initial_state(self) -> TrainState:
-        theta = self.init_theta()
+        theta = self.problem.init_theta().to(device=self.device, dtype=self.dtype)
         K, dev = self.K, self.device
         zeros = lambda: torch.zeros(K, dtype=self.dtype, device=dev)  # noqa: E731
-        return TrainState(
-            theta=theta, m=torch.zeros_like(theta), v=torch.zeros_like(theta),
-            t=torch.zeros((), dtype=torch.int64, device=dev), alive=torch.ones(K, dtype=torch.bool, device=dev),
-            diverged_step=torch.full((K,), -1, dtype=torch.int64, device=dev),
-            loss_sum=zeros(), gnorm_sum=zeros(), count=zeros(), generators=self.generators(DATA_STREAM),
-            best=[float("inf")] * K, best_step=[0] * K, stopped_step=[-1] * K, metrics=[[] for _ in range(K)],
-        )
-
-    # -- data ----------------------------------------------------------------------------------
-
-    def batch(self, gens: list[torch.Generator], batch_size: int, n_points: int, n_dims: int):
-        """Tokens and targets for every model; each task group is sampled with its own generators."""
-        xs, ys, order = [], [], []
-        for fields_, idx in self.task_groups:
-            task = tasks.task_of(fields_, n_points, n_dims)
-            b = tasks.sample(task, [gens[i] for i in idx], batch_size, device=self.device, dtype=self.dtype)
-            xs.append(b.x)
-            ys.append(b.y)
-            order += idx
-        x, y = torch.cat(xs), torch.cat(ys)
-        if order != list(range(self.K)):
-            inverse = torch.as_tensor(np.argsort(order), device=self.device)
-            x, y = x[inverse], y[inverse]
-        return make_tokens(self.task.format, x, y)
-
-    def curriculum(self, step: int) -> tuple[int, int]:
-        cur = self.tr.curriculum
-        return (self.task.n_points, self.task.d) if cur is None else cur.at(step, self.task.d, self.task.n_points)
-
-    # -- the loop ------------------------------------------------------------------------------
+        tensors = StepState(theta, torch.zeros_like(theta), torch.zeros_like(theta),
+                            torch.zeros((), dtype=torch.int64, device=dev), torch.ones(K, dtype=torch.bool, device=dev),
+                            torch.full((K,), -1, dtype=torch.int64, device=dev))
+        return TrainState(tensors, zeros(), zeros(), zeros(), self.problem.generators(), best=[float("inf")] * K,
+                          best_step=[0] * K, stopped_step=[-1] * K, metrics=[[] for _ in range(K)])
 
     def step(self, s: TrainState) -> None:
         """One step for every model (no host synchronisation)."""
-        tokens, targets = self.batch(s.generators, self.tr.batch_size, *self.curriculum(s.step))
-        s.theta, s.m, s.v, ok, s.diverged_step, per, norms = self._step(
-            s.theta, s.m, s.v, s.t, s.alive, s.diverged_step, tokens, targets, self.hp, self.decay)
-        okf = ok.to(self.dtype)
-        s.loss_sum = s.loss_sum + torch.where(ok, per, 0.0)
-        s.gnorm_sum = s.gnorm_sum + torch.where(ok, norms, 0.0)
-        s.count = s.count + okf
-        s.alive = ok
-        s.t = s.t + 1
+        out = self._step(s.tensors, self.problem.batch(s.generators, s.step), self.hp, self.decay)
+        s.tensors = out.state
+        s.loss_sum = s.loss_sum + torch.where(out.ok, out.losses, 0.0)
+        s.gnorm_sum = s.gnorm_sum + torch.where(out.ok, out.grad_norms, 0.0)
+        s.count = s.count + out.ok.to(self.dtype)
         s.step += 1
 
     def fit(self, s: TrainState, on_log: Callable | None = None, on_checkpoint: Callable | None = None,
             max_steps: int | None = None) -> TrainState:
-        """Train until ``train.steps`` (or ``max_steps``), or until every model stopped."""
-        end = min(self.tr.steps, max_steps) if max_steps is not None else self.tr.steps
+        """Train until ``loop.steps`` (or ``max_steps``), or until every model stopped."""
+        end = self.loop.steps if max_steps is None else min(self.loop.steps, max_steps)
         while s.step < end:
             self.step(s)
-            if s.step % self.tr.log_every == 0 or s.step == self.tr.steps:
+            if s.step % self.loop.log_every == 0 or s.step == self.loop.steps:
                 rows = self.log(s)
                 if on_log is not None:
                     on_log(s, rows)
-                if self.tr.checkpoint_every and s.step % self.tr.checkpoint_every == 0 and on_checkpoint:
+                if self.loop.checkpoint_every and s.step % self.loop.checkpoint_every == 0 and on_checkpoint:
                     on_checkpoint(s)
                 if not bool(s.alive.any()):
                     break
@@ -241,8 +214,7 @@ class Trainer:
 
     def log(self, s: TrainState) -> list[dict | None]:
         """Bring the window's per-model means to the host (the one sync), record rows, early-stop."""
-        n_points, n_dims = self.curriculum(s.step - 1)
-        lr = lr_at(self.hp, s.t - 1)
+        lr = lr_at(self.hp, s.tensors.t - 1)
         host = torch.stack([s.loss_sum, s.gnorm_sum, s.count, lr]).cpu().double().numpy()
         rows: list[dict | None] = []
         for k in range(self.K):
@@ -251,8 +223,8 @@ class Trainer:
                 rows.append(None)
                 continue
             loss = float(loss_sum / count)
-            row = {"step": s.step, "loss": loss, "nmse": loss / n_dims, "grad_norm": float(gnorm_sum / count),
-                   "lr": float(lr_k), "n_points": n_points, "n_dims": n_dims}
+            row = {"step": s.step, "loss": loss, **self.problem.log_fields(s.step - 1, loss),
+                   "grad_norm": float(gnorm_sum / count), "lr": float(lr_k)}
             s.metrics[k].append(row)
             rows.append(row)
             self._early_stop(s, k, loss)
@@ -260,34 +232,22 @@ class Trainer:
         return rows
 
     def _early_stop(self, s: TrainState, k: int, loss: float) -> None:
-        tr = self.runs[k].train
-        if loss < s.best[k] * (1 - tr.early_stop_min_delta):
+        stop = self.stops[k]
+        if loss < s.best[k] * (1 - stop.min_delta):
             s.best[k], s.best_step[k] = loss, s.step
-        target_hit = tr.early_stop_target > 0 and loss <= tr.early_stop_target
-        stale = tr.early_stop_patience > 0 and s.step - s.best_step[k] >= tr.early_stop_patience
-        if (target_hit or stale) and s.stopped_step[k] < 0 and s.step < tr.steps:
+        target_hit = stop.target > 0 and loss <= stop.target
+        stale = stop.patience > 0 and s.step - s.best_step[k] >= stop.patience
+        if (target_hit or stale) and s.stopped_step[k] < 0 and s.step < self.loop.steps:
             s.stopped_step[k] = s.step
-            s.alive[k] = False
+            s.tensors.alive[k] = False
 
     # -- results -------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def evaluate(self, s: TrainState) -> list[dict]:
-        """Fresh prompts at full size (own seed stream): squared error per position, per model."""
-        tokens, targets = self.batch(self.generators(EVAL_STREAM), self.task.eval_batch_size,
-                                     self.task.n_points, self.task.d)
-        out = forward(self.cfg, self.spec.unflatten(s.theta), tokens).out
-        curve = (predictions(self.task.format, out) - targets).pow(2).mean(1).double().cpu()  # (K, N')
-        first = 0 if self.task.format == "interleaved" else self.task.n_points - 1
-        d = self.task.d
-        return [{"eval_mse": float(c.mean()), "eval_nmse": float(c.mean()) / d,
-                 "curve": [{"n_examples": first + i, "nmse": float(e) / d} for i, e in enumerate(c)]}
-                for c in curve]
-
     def summary(self, s: TrainState) -> list[dict]:
-        """Per model: status, steps done, divergence/stop steps, last logged loss, evaluation."""
-        diverged = s.diverged_step.cpu().tolist()
-        evals = self.evaluate(s)
+        """Per model: status, steps done, divergence / stop steps, last logged loss, evaluation."""
+        diverged = s.tensors.diverged_step.cpu().tolist()
+        with torch.no_grad():
+            evals = self.problem.evaluate(s.theta.detach())
         out = []
         for k in range(self.K):
             last = s.metrics[k][-1] if s.metrics[k] else {}
@@ -298,64 +258,44 @@ class Trainer:
                         "final_nmse": last.get("nmse", float("nan")), **evals[k]})
         return out
 
-    def weights(self, s: TrainState, k: int) -> Weights:
-        """Model k's weights (K = 1), detached copies."""
-        return self.spec.unflatten(s.theta[k:k + 1].detach().clone())
+    def theta(self, s: TrainState, k: int) -> Tensor:
+        """Model k's flat weights (1, P), a detached copy."""
+        return s.theta[k:k + 1].detach().clone()
 
+    def weights(self, s: TrainState, k: int):
+        """Model k's typed weights (K = 1), detached copies (transformer problems)."""
+        return self.spec.unflatten(self.theta(s, k))
 
-# ----------------------------------------------------------------------------------------------
-# Checkpoints: one model's slice of the state as tensors plus JSON-able bookkeeping (no I/O here)
+    def save_weights(self, path, s: TrainState, k: int) -> None:
+        self.problem.save_weights(path, self.theta(s, k))
 
+    # -- checkpoints: one model's slice of the state (no I/O here) ------------------------------
 
-def checkpoint_slice(trainer: Trainer, s: TrainState, k: int) -> tuple[dict[str, Tensor], dict]:
-    """Model k's state at a log boundary: tensors (weights, moments, RNG state) and metadata."""
-    tensors = {"theta": s.theta[k], "m": s.m[k], "v": s.v[k], "rng": s.generators[k].get_state()}
-    n_points, n_dims = trainer.curriculum(s.step)
-    meta = {"run_id": trainer.runs[k].run_id, "step": s.step, "alive": bool(s.alive[k]),
-            "diverged_step": int(s.diverged_step[k]), "best": s.best[k], "best_step": s.best_step[k],
-            "stopped_step": s.stopped_step[k], "metrics": s.metrics[k],
-            "curriculum": {"n_points": n_points, "n_dims": n_dims}}
-    return tensors, meta
+    def checkpoint_slice(self, s: TrainState, k: int) -> tuple[dict[str, Tensor], dict]:
+        """Model k's state at a log boundary: tensors (weights, moments, RNG state) and metadata."""
+        t = s.tensors
+        tensors = {"theta": t.theta[k], "m": t.m[k], "v": t.v[k], "rng": s.generators[k].get_state()}
+        meta = {"run_id": self.runs[k].run_id, "step": s.step, "alive": bool(t.alive[k]),
+                "diverged_step": int(t.diverged_step[k]), "best": s.best[k], "best_step": s.best_step[k],
+                "stopped_step": s.stopped_step[k], "metrics": s.metrics[k]}
+        return tensors, meta
 
-
-def state_from_slices(trainer: Trainer, slices: list[tuple[dict, dict]]) -> TrainState:
-    """Inverse of :func:`checkpoint_slice` for all K models (all saved at the same step)."""
-    steps = {meta["step"] for _, meta in slices}
-    if len(steps) != 1:
-        raise ValueError(f"checkpoints of one batch must share a step, got {sorted(steps)}")
-    s = trainer.initial_state()
-    dev = trainer.device
-    stack = lambda name: torch.stack([t[name] for t, _ in slices]).to(device=dev, dtype=trainer.dtype)  # noqa: E731
-    s.theta, s.m, s.v = stack("theta"), stack("m"), stack("v")
-    for gen, (tensors, _) in zip(s.generators, slices):
-        gen.set_state(tensors["rng"])
-    metas = [meta for _, meta in slices]
-    s.step = steps.pop()
-    s.t = torch.tensor(s.step, dtype=torch.int64, device=dev)
-    s.alive = torch.tensor([m["alive"] for m in metas], dtype=torch.bool, device=dev)
-    s.diverged_step = torch.tensor([m["diverged_step"] for m in metas], dtype=torch.int64, device=dev)
-    s.best = [float("inf") if m["best"] is None else m["best"] for m in metas]
-    s.best_step = [m["best_step"] for m in metas]
-    s.stopped_step = [m["stopped_step"] for m in metas]
-    s.metrics = [m["metrics"] for m in metas]
-    return s
-
-
-def _hyper_row(r: RunConfig) -> dict:
-    t = r.train
-    return {"lr": t.lr, "beta1": t.beta1, "beta2": t.beta2, "eps": t.eps, "weight_decay": t.weight_decay,
-            "warmup": t.warmup_steps, "total": t.steps, "min_lr_ratio": t.min_lr_ratio, "clip": t.grad_clip}
-
-
-def train_runs(runs: Sequence[RunConfig], device=None, compile: bool = False) -> tuple[Trainer, TrainState]:
-    """Train ``runs`` (one batch group) from scratch in memory; for tests and notebooks."""
-    trainer = Trainer(runs, device=device, compile=compile)
-    return trainer, trainer.fit(trainer.initial_state())
-
-
-def _task_groups(runs: Sequence[RunConfig]) -> list[tuple[dict, list[int]]]:
-    """Models with the same data distribution, sampled in one call: [(task fields, model indices)]."""
-    groups: dict[tuple, list[int]] = {}
-    for k, r in enumerate(runs):
-        groups.setdefault(tuple(tasks.data_fields(r.task).items()), []).append(k)
-    return [(dict(key), idx) for key, idx in groups.items()]
+    def state_from_slices(self, slices: list[tuple[dict, dict]]) -> TrainState:
+        """Inverse of :meth:`checkpoint_slice` for all K models (all saved at the same step)."""
+        steps = {meta["step"] for _, meta in slices}
+        if len(steps) != 1:
+            raise ValueError(f"checkpoints of one batch must share a step, got {sorted(steps)}")
+        s, dev = self.initial_state(), self.device
+        stack = lambda name: torch.stack([t[name] for t, _ in slices]).to(device=dev, dtype=self.dtype)  # noqa: E731
+        for gen, (tensors, _) in zip(s.generators, slices):
+            gen.set_state(tensors["rng"])
+        metas = [meta for _, meta in slices]
+        s.step = steps.pop()
+        s.tensors = StepState(stack("theta"), stack("m"), stack("v"), torch.tensor(s.step, dtype=torch.int64, device=dev),
+                              torch.tensor([m["alive"] for m in metas], dtype=torch.bool, device=dev),
+                              torch.tensor([m["diverged_step"] for m in metas], dtype=torch.int64, device=dev))
+        s.best = [float("inf") if m["best"] is None else m["best"] for m in metas]
+        s.best_step = [m["best_step"] for m in metas]
+        s.stopped_step = [m["stopped_step"] for m in metas]
+        s.metrics = [m["metrics"] for m in metas]
+        return s

@@ -1,0 +1,164 @@
+"""In-context linear regression as a training problem: K runs of one shape (``ttb sweep``).
+
+The runs of one batch group (equal ``RunConfig.group_key``) share the model shape, the token
+format, the batch size and the loop; everything else is per model (seeds, task distribution,
+optimiser settings, early stopping). Each step draws fresh prompts for every model from its own
+generator (models with the same data distribution in one call), turns them into tokens, and scores
+the readout with the mean squared error over the predicted positions.
+
+Token formats (``task.format``): "interleaved" (x_1, y_1, x_2, ..., causal mask, a prediction at
+every x token, loss averaged over all of them) and "example" (z_i = (x_i, y_i), query (x_q, 0),
+"exclude_query" mask, one prediction per prompt).
+
+Glossary: K models, B prompts per model, N points per prompt, d input dimension, P parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from constructions.model import ModelConfig, forward, init, save_weights
+from constructions.tokens import example_tokens, interleaved_predictions, interleaved_tokens, query_prediction
+from experiments.common.devices import pick_device
+from experiments.common.seeds import DATA_STREAM, EVAL_STREAM, INIT_STREAM, derive_seed
+from experiments.training import tasks
+from experiments.training.config import RunConfig
+from experiments.training.optim import FlatSpec
+from experiments.training.trainer import EarlyStop, Loop, Trainer
+
+CPU_CHUNK_BYTES = 32 * 2**20
+
+
+def make_tokens(fmt: str, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """x (K, B, N, d), y (K, B, N) -> tokens and the targets the predictions are scored against."""
+    if fmt == "interleaved":
+        return interleaved_tokens(x, y), y  # targets (K, B, N)
+    return example_tokens(x[:, :, :-1], y[:, :, :-1], x[:, :, -1]), y[:, :, -1:]  # targets (K, B, 1)
+
+
+def predictions(fmt: str, out: Tensor) -> Tensor:
+    """Readout (K, B, T, 1) -> predictions shaped like the targets."""
+    return interleaved_predictions(out) if fmt == "interleaved" else query_prediction(out)[..., None]
+
+
+def auto_model_chunk(cfg: ModelConfig, device: torch.device, batch_size: int, n_tokens: int, dtype) -> int | None:
+    """On the CPU, bound each activation to ~CPU_CHUNK_BYTES: huge temporaries are mapped and
+    unmapped by the allocator on every step (page faults), which made K = 32 slower than a loop.
+    Accelerators get no chunking (one launch per kernel for all K models)."""
+    if device.type != "cpu":
+        return None
+    widest = max(cfg.n_heads * n_tokens, cfg.d_mlp, cfg.d_model) * batch_size * n_tokens
+    return max(1, CPU_CHUNK_BYTES // (widest * torch.finfo(dtype).bits // 8))
+
+
+class RegressionProblem:
+    """K in-context regression runs of one batch group (see the module docstring)."""
+
+    def __init__(self, runs: Sequence[RunConfig], device=None):
+        keys = {r.group_key() for r in runs}
+        if len(keys) != 1:
+            raise ValueError(f"runs must share one group key (shape, steps, ...) to train together, got {len(keys)}")
+        self.runs = list(runs)
+        self.device = pick_device(device)
+        first = self.runs[0]
+        self.cfg, self.task, self.tr = first.model_config(), first.task, first.train
+        self.dtype = self.tr.torch_dtype
+        self.spec = FlatSpec.of(self.cfg)
+        self.task_groups = task_groups(self.runs)
+
+    # -- what the trainer asks ------------------------------------------------------------------
+
+    def init_theta(self) -> Tensor:
+        gens = [torch.Generator().manual_seed(derive_seed(r.train.seed, INIT_STREAM)) for r in self.runs]
+        return torch.cat([self.spec.flatten(init(self.cfg, [g], std=r.model.init_std, dtype=self.dtype,
+                                                 device=self.device)) for g, r in zip(gens, self.runs)])
+
+    def hypers(self) -> list[dict]:
+        return [r.train.hyper() for r in self.runs]
+
+    def decay_mask(self) -> Tensor:
+        return self.spec.decay_mask(self.dtype, self.device)
+
+    def early_stops(self) -> list[EarlyStop]:
+        return [EarlyStop(r.train.early_stop_patience, r.train.early_stop_min_delta, r.train.early_stop_target)
+                for r in self.runs]
+
+    def generators(self, stream: int = DATA_STREAM) -> list[torch.Generator]:
+        device = torch.device("cpu") if self.tr.data_on == "cpu" else self.device
+        return [torch.Generator(device=device).manual_seed(derive_seed(r.train.data_seed_resolved, stream))
+                for r in self.runs]
+
+    def batch(self, gens: list[torch.Generator], step: int) -> tuple[Tensor, Tensor]:
+        return self.prompts(gens, self.tr.batch_size, *self.curriculum(step))
+
+    def losses(self, theta: Tensor, tokens: Tensor, targets: Tensor) -> Tensor:
+        out = forward(self.cfg, self.spec.unflatten(theta), tokens).out
+        return (predictions(self.task.format, out) - targets).pow(2).flatten(1).mean(1)
+
+    def log_fields(self, step: int, loss: float) -> dict:
+        n_points, n_dims = self.curriculum(step)
+        return {"nmse": loss / n_dims, "n_points": n_points, "n_dims": n_dims}
+
+    def evaluate(self, theta: Tensor) -> list[dict]:
+        """Fresh prompts at full size (own seed stream): squared error per position, per model."""
+        tokens, targets = self.prompts(self.generators(EVAL_STREAM), self.task.eval_batch_size, self.task.n_points,
+                                       self.task.d)
+        out = forward(self.cfg, self.spec.unflatten(theta), tokens).out
+        curve = (predictions(self.task.format, out) - targets).pow(2).mean(1).double().cpu()  # (K, N')
+        first, d = (0 if self.task.format == "interleaved" else self.task.n_points - 1), self.task.d
+        return [{"eval_mse": float(c.mean()), "eval_nmse": float(c.mean()) / d,
+                 "curve": [{"n_examples": first + i, "nmse": float(e) / d} for i, e in enumerate(c)]}
+                for c in curve]
+
+    def save_weights(self, path, theta_k: Tensor) -> None:
+        save_weights(path, self.cfg, self.spec.unflatten(theta_k))
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def curriculum(self, step: int) -> tuple[int, int]:
+        """(n_points, active dimensions) in force at ``step``."""
+        cur = self.tr.curriculum
+        return (self.task.n_points, self.task.d) if cur is None else cur.at(step, self.task.d, self.task.n_points)
+
+    def prompts(self, gens: list[torch.Generator], batch_size: int, n_points: int, n_dims: int):
+        """Tokens and targets for every model; each task group is sampled with its own generators."""
+        xs, ys, order = [], [], []
+        for fields_, idx in self.task_groups:
+            task = tasks.task_of(fields_, n_points, n_dims)
+            b = tasks.sample(task, [gens[i] for i in idx], batch_size, device=self.device, dtype=self.dtype)
+            xs.append(b.x)
+            ys.append(b.y)
+            order += idx
+        x, y = torch.cat(xs), torch.cat(ys)
+        if order != list(range(len(self.runs))):
+            inverse = torch.as_tensor(np.argsort(order), device=self.device)
+            x, y = x[inverse], y[inverse]
+        return make_tokens(self.task.format, x, y)
+
+
+def task_groups(runs: Sequence[RunConfig]) -> list[tuple[dict, list[int]]]:
+    """Models with the same data distribution, sampled in one call: [(task fields, model indices)]."""
+    groups: dict[tuple, list[int]] = {}
+    for k, r in enumerate(runs):
+        groups.setdefault(tuple(tasks.data_fields(r.task).items()), []).append(k)
+    return [(dict(key), idx) for key, idx in groups.items()]
+
+
+def make_trainer(runs: Sequence[RunConfig], device=None, compile: bool = False,
+                 model_chunk: int | None = None) -> Trainer:
+    """The trainer of one batch group of regression runs."""
+    problem = RegressionProblem(runs, device)
+    tr = problem.tr
+    chunk = model_chunk or auto_model_chunk(problem.cfg, problem.device, tr.batch_size, problem.task.n_tokens,
+                                            problem.dtype)
+    return Trainer(problem, Loop(tr.steps, tr.log_every, tr.checkpoint_every), compile=compile, model_chunk=chunk)
+
+
+def train_runs(runs: Sequence[RunConfig], device=None, compile: bool = False):
+    """Train ``runs`` (one batch group) from scratch in memory: (trainer, final state)."""
+    trainer = make_trainer(runs, device=device, compile=compile)
+    return trainer, trainer.fit(trainer.initial_state())
