@@ -113,9 +113,35 @@ def _bias(b: Tensor | None, shape) -> Tensor | float:
     return 0.0 if b is None else b.view(shape)
 
 
+def _softmax_weights(cfg: ModelConfig, scores: Tensor, visible: Tensor) -> Tensor:
+    return torch.softmax((cfg.softmax_beta * scores).masked_fill(~visible, float("-inf")), dim=-1)
+
+
+def _linear_weights(cfg: ModelConfig, scores: Tensor, visible: Tensor) -> Tensor:
+    n_keys = visible.sum(-1, keepdim=True).to(scores.dtype)  # (T, 1): N for each query
+    return scores * visible / n_keys
+
+
+def _relu_weights(cfg: ModelConfig, scores: Tensor, visible: Tensor) -> Tensor:
+    return _linear_weights(cfg, F.relu(scores), visible)
+
+
+def _normalized_weights(cfg: ModelConfig, scores: Tensor, visible: Tensor) -> Tensor:
+    scores = scores * visible
+    total = scores.sum(-1, keepdim=True)
+    return torch.where(total == 0, 0.0, scores / torch.where(total == 0, 1.0, total))
+
+
+# Attention kind -> (cfg, scores (K, B, H, T, T), visible (T, T)) -> weights: one entry per ATTENTION_KINDS.
+ATTENTION_WEIGHTS = {"softmax": _softmax_weights, "linear": _linear_weights, "relu": _relu_weights,
+                     "normalized": _normalized_weights}
+
+
 def attention_pattern(cfg: ModelConfig, p: Attention, h: Tensor, kind: str | None = None) -> Tensor:
     """Attention weights (K, B, H, T, T) for input h (K, B, T, D); kind defaults to cfg.attention."""
     kind = cfg.attention if kind is None else kind
+    if kind not in ATTENTION_WEIGHTS:
+        raise ValueError(f"attention kind must be one of {ATTENTION_KINDS}, got {kind!r}")
     K, B, T, D = h.shape
     if cfg.qk_source == "positions":  # one-hot positions in: row t of W_Q / W_K is position t's vector
         if T > cfg.n_qk_positions:
@@ -126,18 +152,7 @@ def attention_pattern(cfg: ModelConfig, p: Attention, h: Tensor, kind: str | Non
         q = torch.einsum("kbtd,khde->kbhte", h, p.W_Q) + _bias(p.b_Q, (K, 1, -1, 1, cfg.d_head))
         k = torch.einsum("kbtd,khde->kbhte", h, p.W_K) + _bias(p.b_K, (K, 1, -1, 1, cfg.d_head))
     scores = (q @ k.transpose(-1, -2)).expand(K, B, -1, T, T)  # (K, B, H, T, T)
-    visible = key_mask(cfg.mask, T, h.device)
-    if kind == "softmax":
-        scores = (cfg.softmax_beta * scores).masked_fill(~visible, float("-inf"))
-        return torch.softmax(scores, dim=-1)
-    if kind == "normalized":
-        scores = scores * visible
-        total = scores.sum(-1, keepdim=True)
-        return torch.where(total == 0, 0.0, scores / torch.where(total == 0, 1.0, total))
-    n_keys = visible.sum(-1, keepdim=True).to(h.dtype)  # (T, 1): N for each query
-    if kind == "relu":
-        scores = F.relu(scores)
-    return scores * visible / n_keys
+    return ATTENTION_WEIGHTS[kind](cfg, scores, key_mask(cfg.mask, T, h.device))
 
 
 def attention(cfg: ModelConfig, p: Attention, h: Tensor, pattern: Tensor | None = None) -> Tensor:

@@ -8,10 +8,14 @@ use safetensors with the config in the JSON header (no pickle).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
 from constructions.config import ModelConfig
@@ -188,13 +192,8 @@ def save_weights(path, cfg: ModelConfig, w: Weights) -> None:
     """Write weights as safetensors (no pickle); the config travels in the JSON header. Atomic: the
     bytes go to a temporary file beside ``path``, renamed over it once complete, so a reader never
     sees a half-written file."""
-    import json
-    import os
-
-    from safetensors.torch import save
-
     tensors = {k: v.detach().contiguous().cpu() for k, v in to_state_dict(w).items()}
-    data = save(tensors, metadata={"ttb_config": json.dumps(cfg.to_dict())})
+    data = safetensors_save(tensors, metadata={"ttb_config": json.dumps(cfg.to_dict())})
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
@@ -208,10 +207,6 @@ def save_weights(path, cfg: ModelConfig, w: Weights) -> None:
 
 
 def load_weights(path, device=None) -> tuple[ModelConfig, Weights]:
-    import json
-
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt", device="cpu") as f:
         cfg = ModelConfig.from_dict(json.loads(f.metadata()["ttb_config"]))
         sd = {k: f.get_tensor(k) for k in f.keys()}

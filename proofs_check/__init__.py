@@ -1,5 +1,6 @@
-"""Symbolic (sympy) lemmas: each construction equals its algorithm, in small sizes."""
+"""Symbolic (sympy) lemmas: each exact construction equals its algorithm, in small sizes.
 
-from proofs_check.lemmas import LEMMAS, LemmaFailed, run_all
-
-__all__ = ["LEMMAS", "LemmaFailed", "run_all"]
+``symbolic`` is the exact forward pass over rationals; ``lemmas``, ``lemmas_icl`` and
+``lemmas_approx`` hold the lemmas by family; ``table`` lists them all and runs them. Imports
+``constructions`` (and ``synthetic``), nothing of ``experiments``.
+"""

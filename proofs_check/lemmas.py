@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 from collections.abc import Callable
 
 import sympy
@@ -322,44 +321,3 @@ def fixed_weights(name: str) -> Built:
     if name not in builds:
         raise KeyError(f"no lemma named {name!r}; known: {', '.join(builds)}")
     return builds[name]()
-
-
-# Lemma tables of other modules, merged by all_lemmas() (imported there: they import this module).
-LEMMA_MODULES = ("proofs_check.lemmas_icl", "proofs_check.lemmas_approx")
-
-
-def all_lemmas() -> dict[str, Callable[..., None]]:
-    """This module's LEMMAS and those of every module in LEMMA_MODULES, by name."""
-    import importlib
-
-    table = dict(LEMMAS)
-    for module in LEMMA_MODULES:
-        try:
-            table.update(importlib.import_module(module).LEMMAS)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-    return table
-
-
-def run_all(names: list[str] | None = None) -> list[dict]:
-    """Run the named lemmas (all by default): one {"name", "passed", "seconds", "message"} each.
-
-    LemmaFailed is a failed lemma (passed False, its message kept); any other exception is a bug in
-    the check and propagates.
-    """
-    table = all_lemmas()
-    names = list(table) if names is None else list(names)
-    unknown = [n for n in names if n not in table]
-    if unknown:
-        raise KeyError(f"no lemma named {unknown}; known: {', '.join(table)}")
-    results = []
-    for name in names:
-        start, message = time.perf_counter(), ""
-        try:
-            table[name]()
-        except LemmaFailed as err:
-            message = str(err)
-        results.append({"name": name, "passed": not message, "seconds": time.perf_counter() - start,
-                        "message": message})
-    return results

@@ -10,7 +10,7 @@ cancels to a exactly when (and only when) the two heads are exact negatives.
 
 Each lemma accepts ``built=None`` (the construction's own weights) or perturbed weights, and raises
 :class:`proofs_check.lemmas.LemmaFailed` (an AssertionError) naming the slot and token where model
-and algorithm differ, so ``proofs_check.lemmas.run_all`` can run these lemmas beside its own.
+and algorithm differ, so ``proofs_check.table.run_all`` runs these lemmas beside the others.
 """
 
 from __future__ import annotations

@@ -49,6 +49,20 @@ def _check_sizes(obj) -> None:
     _check_int(f"{type(obj).__name__}.n_points", obj.n_points, lo=1)
 
 
+_SEED_RANGE = (0, 2**64 - 1)  # the non-negative seeds torch.Generator.manual_seed accepts
+
+
+def _validate(task, **int_ranges: tuple[int, int | None]) -> None:
+    """Check d, n_points >= 1 and every named integer field within its (lo, hi) range (hi None: no
+    upper bound), then store the scales as floats: noise_std >= 0 where the task has it, w_std > 0."""
+    _check_sizes(task)
+    for name, (lo, hi) in int_ranges.items():
+        _check_int(f"{type(task).__name__}.{name}", getattr(task, name), lo=lo, hi=hi)
+    if hasattr(task, "noise_std"):
+        _set_real(task, "noise_std")
+    _set_real(task, "w_std", strict=True)
+
+
 def _inputs(g: torch.Generator, B: int, N: int, d: int) -> Tensor:
     return torch.randn(B, N, d, generator=g, device=g.device, dtype=F64)
 
@@ -120,10 +134,7 @@ class SparseRegressionTask:
     w_std: float = 1.0
 
     def __post_init__(self):
-        _check_sizes(self)
-        _check_int("SparseRegressionTask.k", self.k, lo=1, hi=self.d)
-        _set_real(self, "noise_std")
-        _set_real(self, "w_std", strict=True)
+        _validate(self, k=(1, self.d))
 
     def draw(self, g: torch.Generator, B: int) -> dict[str, Tensor]:
         x = _inputs(g, B, self.n_points, self.d)
@@ -153,11 +164,7 @@ class TaskPoolTask:
     w_std: float = 1.0
 
     def __post_init__(self):
-        _check_sizes(self)
-        _check_int("TaskPoolTask.pool_size", self.pool_size, lo=1)
-        _check_int("TaskPoolTask.pool_seed", self.pool_seed, lo=0, hi=2**64 - 1)
-        _set_real(self, "noise_std")
-        _set_real(self, "w_std", strict=True)
+        _validate(self, pool_size=(1, None), pool_seed=_SEED_RANGE)
 
     def pool(self, dtype: torch.dtype = F64, device=None) -> Tensor:
         """The pool (pool_size, d): the same for every model and every call."""
@@ -192,12 +199,7 @@ class RepresentationTask:
     w_std: float = 1.0
 
     def __post_init__(self):
-        _check_sizes(self)
-        _check_int("RepresentationTask.depth", self.depth, lo=1)
-        _check_int("RepresentationTask.width", self.width, lo=1)
-        _check_int("RepresentationTask.phi_seed", self.phi_seed, lo=0, hi=2**64 - 1)
-        _set_real(self, "noise_std")
-        _set_real(self, "w_std", strict=True)
+        _validate(self, depth=(1, None), width=(1, None), phi_seed=_SEED_RANGE)
 
     def layers(self, dtype: torch.dtype = F64, device=None) -> list[Tensor]:
         """The weight matrices A_l^T of Phi: (d, width), then (width, width) ... (depth of them)."""
@@ -231,9 +233,7 @@ class SoftmaxRegressionTask:
     w_std: float = 1.0
 
     def __post_init__(self):
-        _check_sizes(self)
-        _check_int("SoftmaxRegressionTask.n_classes", self.n_classes, lo=2)
-        _set_real(self, "w_std", strict=True)
+        _validate(self, n_classes=(2, None))
 
     def draw(self, g: torch.Generator, B: int) -> dict[str, Tensor]:
         x = _inputs(g, B, self.n_points, self.d)

@@ -1,5 +1,6 @@
 """Closed-form ridge by Sherman-Morrison, GD in ReLU attention, GD approximated in softmax attention:
-each against its algorithm (property tests), hand-computed anchors, mutation, and bad input."""
+each against its algorithm (property tests), hand-computed anchors, mutation, and bad input; and the
+layer-by-layer comparison and regression domains the ICL constructions share."""
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from constructions.check import domains
 from constructions.check.contract import Case
 from constructions.check.run import mutate, run_check
 from constructions.check.strategies import cases
-from constructions.icl import gd, gd_relu, gd_softmax
+from constructions.icl import gd, gd_relu, gd_softmax, layerwise
 from constructions.icl import ridge_sherman_morrison as rsm
 from constructions.reference import algorithms, baselines
 from constructions.tokens import example_tokens, query_prediction
@@ -193,6 +194,46 @@ def test_softmax_gd_needs_the_mirrored_examples():
     plain = lambda x, y, xq: example_tokens(x, y, xq)  # noqa: E731
     assert abs(_fitted_slope(plain, case)) < 0.1
     assert abs(_fitted_slope(gd_softmax.tokens, case) - 2.0) < gd_softmax.SWEEP.tolerance
+
+
+# ---------------------------------------------------------------------------------------------
+# The layer-by-layer comparison and the regression domains
+
+
+def test_a_claim_without_a_width_axis_reads_a_one_wide_slot_and_a_wider_slot_fails_on_the_shapes():
+    """One GD layer, d = 2: the examples' y slots hold y (layer 0), the x slots hold x (B, N, 2)."""
+    case = gd.sample(torch.Generator().manual_seed(8), d=2, n=3, depth=1)
+    built, toks = gd.build(**case.params), example_tokens(case.x, case.y, case.x_query)
+    h = M.forward(built.cfg, built.weights, toks, residuals=True).residuals[0]
+    assert layerwise.claim_error(built, h, layerwise.Claim("y", layerwise.EXAMPLES, case.y)) == 0.0
+    assert layerwise.claim_error(built, h, layerwise.Claim("x", layerwise.EXAMPLES, case.x)) == 0.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        layerwise.claim_error(built, h, layerwise.Claim("x", layerwise.EXAMPLES, case.x[..., 0]))
+
+
+def test_layer_errors_refuses_claims_for_another_number_of_layers():
+    case = gd.sample(torch.Generator().manual_seed(9), d=2, n=3, depth=2)
+    built, toks = gd.build(**case.params), example_tokens(case.x, case.y, case.x_query)
+    with pytest.raises(ValueError, match="2 layers of claims for 3 residual streams"):
+        layerwise.layer_errors(built, toks, [[layerwise.Claim("x", layerwise.EXAMPLES, case.x)]] * 2)
+
+
+def test_ball_prompts_lie_in_the_drawn_ball_and_draw_lam_only_when_asked():
+    """Same seed, same prompts; the lam draw comes before the prompts, so asking for it moves them."""
+    draw = lambda seed, **kw: domains.ball_prompts(torch.Generator().manual_seed(seed), 3, 5, 2,  # noqa: E731
+                                                   radius=(0.5, 1.5), **kw)
+    plain, ridge = draw(0), draw(0, log10_lam=(-1.0, 1.0))
+    assert plain.lam is None and 0.1 <= ridge.lam <= 10.0
+    assert torch.equal(plain.x, draw(0).x) and not torch.equal(plain.x, ridge.x)
+    for p in (plain, ridge):
+        assert 0.5 <= p.radius < 1.5 and (p.x.norm(dim=-1) <= p.radius).all()
+        assert p.x.shape == (domains.BATCH, 5, 3) and p.y.shape == (domains.BATCH, 5)
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), (0, 2), (4, 4), (9, 6)])
+def test_clamped_keeps_a_given_size_in_its_range_and_draws_a_missing_one_there(value, expected):
+    got = domains.clamped(torch.Generator().manual_seed(1), value, 2, 6)
+    assert 2 <= got <= 6 and (expected is None or got == expected)
 
 
 # ---------------------------------------------------------------------------------------------

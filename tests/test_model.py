@@ -13,8 +13,11 @@ import torch
 
 from constructions import tokens as tk
 from constructions.model import (
+    ATTENTION_KINDS,
+    ATTENTION_WEIGHTS,
     Layout,
     ModelConfig,
+    attention_pattern,
     block,
     embed,
     forward,
@@ -313,6 +316,20 @@ def test_a_wrong_typed_config_field_raises_type_error_naming_it(field, value):
 def test_an_unknown_variant_raises_value_error_listing_the_allowed_ones(field, value, allowed):
     with pytest.raises(ValueError, match=f"ModelConfig.{field} must be one of .*{allowed}.*{value}"):
         config(**{field: value})
+
+
+def test_attention_pattern_rejects_an_unknown_kind_naming_it_and_the_allowed_ones():
+    """A kind passed to attention_pattern directly skips the config's validation; it must not be
+    computed as linear attention."""
+    cfg = config(attention="linear")
+    h = torch.ones(1, 1, 2, 2, dtype=F64)
+    allowed = ", ".join(repr(kind) for kind in ATTENTION_KINDS)
+    with pytest.raises(ValueError, match=f"attention kind must be one of \\({allowed}\\), got 'cosine'"):
+        attention_pattern(cfg, identity_model(cfg).blocks[0].attn, h, kind="cosine")
+
+
+def test_every_attention_kind_has_its_weights_and_no_other_kind_does():
+    assert set(ATTENTION_WEIGHTS) == set(ATTENTION_KINDS)
 
 
 def test_an_mlp_without_width_is_rejected():

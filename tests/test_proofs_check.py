@@ -21,6 +21,7 @@ from constructions.icl import gd
 from constructions.registry import CONSTRUCTIONS
 from proofs_check import lemmas as L
 from proofs_check import symbolic as S
+from proofs_check import table
 
 F64 = torch.float64
 NAMES = list(L.LEMMAS)
@@ -74,20 +75,20 @@ def test_every_lemma_holds_on_the_constructions_own_float_weights_at_binary_hype
 
 
 def test_run_all_reports_each_named_lemma_as_passed_with_its_time():
-    results = L.run_all(["gd_one_step", "newton_one_iteration"])
+    results = table.run_all(["gd_one_step", "newton_one_iteration"])
     assert [r["name"] for r in results] == ["gd_one_step", "newton_one_iteration"]
     assert all(r["passed"] and r["message"] == "" and r["seconds"] >= 0 for r in results)
 
 
 def test_run_all_rejects_an_unknown_lemma_name_and_lists_the_known_ones():
     with pytest.raises(KeyError, match="gd_one_step"):
-        L.run_all(["no_such_lemma"])
+        table.run_all(["no_such_lemma"])
 
 
 def test_run_all_records_a_failed_lemma_with_its_message(monkeypatch):
     failing = lambda: L.gd_one_step(built=rescaled(L.fixed_weights("gd_one_step"), "W_U", 2.0))  # noqa: E731
     monkeypatch.setitem(L.LEMMAS, "gd_one_step", failing)
-    [result] = L.run_all(["gd_one_step"])
+    [result] = table.run_all(["gd_one_step"])
     assert not result["passed"] and "layer 1, readout" in result["message"]
 
 

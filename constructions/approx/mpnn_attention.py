@@ -61,7 +61,6 @@ from constructions.check.contract import Built, Case, Construction, RateSweep, p
 from synthetic import graphs
 
 BATCH = 4  # graphs per case
-MAX_D, MAX_N = 3, 6
 
 
 # ----------------------------------------------------------------------------------------------
@@ -322,8 +321,8 @@ def taylor_bound(case: Case) -> float:
 
 
 def _sizes(gen: torch.Generator, d: int | None, n: int | None) -> tuple[int, int, int]:
-    d = domains.draw_int(gen, 1, MAX_D) if d is None else min(d, MAX_D)
-    n = domains.draw_int(gen, 2, MAX_N) if n is None else min(max(n, 2), MAX_N)
+    """Features d and nodes n (:func:`domains.small_sizes`), then the head width Dh in 1..2."""
+    d, n = domains.small_sizes(gen, d, n)
     return d, n, domains.draw_int(gen, 1, 2)
 
 
@@ -362,24 +361,28 @@ def remainder_slope(Ts: tuple[float, ...]) -> float:
     return RateSweep("T", Ts, 0.0, 0.0, axis="linear").fit([1 / math.factorial(int(t) + 1) for t in Ts])
 
 
-LINEAR_EXACT = Construction(
-    name="mpnn_linear_attention",
+def attention_check(name: str, kind: str, params: dict, *, heads: int = 1, batch_size: int = BATCH,
+                    **fields) -> Construction:
+    """The check of a construction against one ``kind`` attention layer of model.py (the reference)
+    on graphs drawn by :func:`_sampler` with build parameters ``params``; ``fields``: the rest."""
+    return Construction(name=name, algorithm=f"model.attention ({kind}, mask full)",
+                        sample=_sampler(kind, params, heads, batch_size), **fields)
+
+
+LINEAR_EXACT = attention_check(
+    "mpnn_linear_attention", "linear", {}, heads=2,
     exactness="exact",
-    algorithm="model.attention (linear, mask full)",
     summary="one MPNN+VN layer with multiply/divide updates = linear attention, width H Dh^2 + 1 for every n",
-    sample=_sampler("linear", {}, heads=2),
     build=lambda case: build_linear_exact(_heads(case)),
     errors=lambda built, case: measured(built, case, exact=True),
     bound=1e-12,
     bound_note="float64 round-off of sums of n products and one division: ~ n d eps",
 )
 
-LINEAR_RELU = Construction(
-    name="mpnn_linear_attention_relu",
+LINEAR_RELU = attention_check(
+    "mpnn_linear_attention_relu", "linear", {"m": 64}, heads=2, batch_size=16,  # more nodes: a steadier sup
     exactness="rate",
-    algorithm="model.attention (linear, mask full)",
     summary="one MPNN+VN layer with ReLU-MLP updates: products by squares of m pieces, error ~ m^-2",
-    sample=_sampler("linear", {"m": 64}, heads=2, batch_size=16),  # more nodes: a steadier sampled sup
     build=lambda case: build_linear_relu(_heads(case), case.params["n"], int(case.params["m"])),
     errors=measured,
     bound=relu_bound,
@@ -389,12 +392,10 @@ LINEAR_RELU = Construction(
     sweep=RateSweep("m", (8.0, 32.0, 128.0, 512.0, 2048.0), slope=-2.0, tolerance=0.35, axis="log"),
 )
 
-SOFTMAX_TAYLOR = Construction(
-    name="mpnn_softmax_taylor",
+SOFTMAX_TAYLOR = attention_check(
+    "mpnn_softmax_taylor", "softmax", {"T": 6},
     exactness="rate",
-    algorithm="model.attention (softmax, mask full)",
     summary="MPNN+VN, VN holds power sums to degree T: softmax attention up to the Taylor remainder",
-    sample=_sampler("softmax", {"T": 6}),
     build=lambda case: build_softmax_taylor(_heads(case)[0], _beta(case), int(case.params["T"])),
     errors=taylor_errors,
     bound=taylor_bound,

@@ -15,9 +15,9 @@ import math
 import numpy as np
 
 from constructions import model as M
-from constructions.approx.mpnn_attention import _beta, _heads, _norms, _sampler, _shell, measured
+from constructions.approx.mpnn_attention import _beta, _heads, _norms, _shell, attention_check, measured
 from constructions.approx.mpnn_canvas import onehot
-from constructions.check.contract import Built, Case, Construction, RateSweep, positive_float
+from constructions.check.contract import Built, Case, RateSweep, positive_float
 
 
 def build_selection(head: dict, beta: float, n: int, tau: float) -> Built:
@@ -63,12 +63,10 @@ def selection_bound(case: Case) -> float:
     return math.inf if eta >= 1 else WO * (dv + 2 * eta * V / (1 - eta)) * (1 + 1e-9) + 1e-13
 
 
-SELECTION = Construction(
-    name="mpnn_softmax_selection",
+SELECTION = attention_check(
+    "mpnn_softmax_selection", "softmax", {"tau": 8.0},
     exactness="hardmax-limit",
-    algorithm="model.attention (softmax, mask full)",
     summary="MPNN+VN of depth n + 3, one node selected per layer (distinct ids): error ~ e^-tau",
-    sample=_sampler("softmax", {"tau": 8.0}),
     build=lambda case: build_selection(_heads(case)[0], _beta(case), case.params["n"], float(case.params["tau"])),
     errors=lambda built, case: measured(built, case, with_ids=True),
     bound=selection_bound,

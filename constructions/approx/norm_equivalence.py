@@ -158,9 +158,9 @@ def random_pre_ln(gen: torch.Generator, d_model: int, n_layers: int, T: int, K: 
 
 
 def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None, depth: int | None = None) -> Case:
-    d_model = domains.draw_int(gen, 2, 8) if d is None else max(2, min(d, 8))
-    T = domains.draw_int(gen, 3, 8) if n is None else max(3, min(n, 8))  # T >= 3: one token sees all of Q, K
-    n_layers = domains.draw_int(gen, 1, 3) if depth is None else max(1, min(depth, 3))
+    d_model = domains.clamped(gen, d, 2, 8)
+    T = domains.clamped(gen, n, 3, 8)  # T >= 3: one token sees all of Q, K
+    n_layers = domains.clamped(gen, depth, 1, 3)
     cfg, w = random_pre_ln(gen, d_model, n_layers, T)
     tokens = torch.randn(domains.BATCH, T, cfg.d_in, generator=gen, dtype=torch.float64)
     return Case({}, data={"cfg": cfg, "weights": w, "tokens": tokens})

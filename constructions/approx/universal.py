@@ -59,7 +59,6 @@ from synthetic.targets import (
 )
 
 BATCH = 16  # input sequences per case: the sup error is taken over BATCH * n tokens
-MAX_D, MAX_N = 3, 6  # sample() clamps requested sizes (run time of the check stays small)
 
 
 def layout(n: int, d: int) -> M.Layout:
@@ -213,10 +212,11 @@ def errors(built: Built, case: Case) -> dict[str, float]:
 
 
 def _sampler(kind: str, lam: float, m_per_ridge: int):
+    """Cases of a ``kind`` ridge target (R = 1, 2 or 4 ridges) on BATCH input sequences, at inverse
+    temperature ``lam`` and width m_per_ridge * R."""
     def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
                depth: int | None = None) -> Case:
-        d = domains.draw_int(gen, 1, MAX_D) if d is None else min(d, MAX_D)
-        n = domains.draw_int(gen, 2, MAX_N) if n is None else min(max(n, 2), MAX_N)
+        d, n = domains.small_sizes(gen, d, n)
         R = 2 ** domains.draw_int(gen, 0, 2)
         target = sample_target(gen, kind, n, d, n_ridges=R, frequency=2.0)
         X = sample_inputs(gen, n, d, BATCH)
@@ -231,29 +231,27 @@ def _build(case: Case) -> Built:
     return build(p["target"], float(p["lam"]), int(p["m"]))  # a RateSweep passes floats
 
 
-LAMBDA_SWEEP = Construction(
-    name="universal_approx_lambda",
-    exactness="rate",
-    algorithm="synthetic.targets.RidgeTarget (a ReLU-network target)",
+def _rate_check(name: str, target: tuple[str, str], lam: float, m_per_ridge: int, summary: str,
+                bound_note: str, sweep: RateSweep) -> Construction:
+    """A rate check of this construction on ``target`` = (kind, description), sampled at
+    ``lam`` and ``m_per_ridge``; the measured errors and the stated bound are the module's."""
+    kind, description = target
+    return Construction(name=name, exactness="rate", summary=summary, sweep=sweep, bound_note=bound_note,
+                        algorithm=f"synthetic.targets.RidgeTarget ({description})",
+                        sample=_sampler(kind, lam, m_per_ridge), build=_build, errors=errors, bound=bound)
+
+
+LAMBDA_SWEEP = _rate_check(
+    "universal_approx_lambda", ("relu", "a ReLU-network target"), 8.0, 1,
     summary="one attention layer (n heads copy the input) + ReLU MLP: error ~ e^-lam in the temperature",
-    sample=_sampler("relu", 8.0, 1),
-    build=_build,
-    errors=errors,
-    bound=bound,
     bound_note="Lip(f) (n-1)/(e^lam+n-1) diam (the MLP is exact on a ReLU target); slope of log error vs lam",
     # the exact local slope is -e^lam / (e^lam + n - 1), within 0.02 of -1 on these values for n <= 6
     sweep=RateSweep("lam", (6.0, 8.0, 10.0, 12.0, 14.0), slope=-1.0, tolerance=0.1, axis="linear"),
 )
 
-WIDTH_SWEEP = Construction(
-    name="universal_approx_width",
-    exactness="rate",
-    algorithm="synthetic.targets.RidgeTarget (a sum of cosines)",
+WIDTH_SWEEP = _rate_check(
+    "universal_approx_width", ("cosine", "a sum of cosines"), 40.0, 64,
     summary="one attention layer + ReLU MLP of width m on a smooth target: error ~ m^-2 (lam = 40)",
-    sample=_sampler("cosine", 40.0, 64),
-    build=_build,
-    errors=errors,
-    bound=bound,
     bound_note="sum_r |a_r| h_r^2 / 8 + Lip(f) (n-1) e^-lam diam, h_r = range_r R / m; log-log slope vs m",
     # tolerance: over 64 cases the fitted slope was within 0.05 of -2 for 95% of them, 0.1 at worst
     sweep=RateSweep("m", (64.0, 256.0, 1024.0, 4096.0), slope=-2.0, tolerance=0.3, axis="log"),

@@ -2,16 +2,23 @@
 
 Every sampler takes an explicit ``torch.Generator``; nothing here touches the global RNG. The same
 samplers back ``ttb check`` and the hypothesis property tests (which fix d, n and depth and draw the
-rest from a seed).
+rest from a seed). The draw order of each sampler is part of its contract: the same seed gives the
+same case.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-# The ranges the issue asks property tests to cover: d in 1..8, N in 1..32, depth in 1..6.
+from constructions.check.contract import Case
+
+# The ranges the property tests cover: d in 1..8, N in 1..32, depth in 1..6.
 D_RANGE, N_RANGE, DEPTH_RANGE = (1, 8), (1, 32), (1, 6)
+# The sequence and graph constructions clamp to d in 1..3 and n in 2..6 so their checks stay fast.
+SMALL_D, SMALL_N = (1, 3), (2, 6)
 BATCH = 4  # prompts per case
 
 
@@ -31,6 +38,16 @@ def draw_sizes(gen: torch.Generator, d: int | None, n: int | None, depth: int | 
     n = draw_int(gen, *N_RANGE) if n is None else n
     depth = draw_int(gen, *DEPTH_RANGE) if depth is None else depth
     return d, n, depth
+
+
+def clamped(gen: torch.Generator, value: int | None, lo: int, hi: int) -> int:
+    """``value`` clamped to [lo, hi], or a uniform integer there when it is None."""
+    return draw_int(gen, lo, hi) if value is None else max(lo, min(value, hi))
+
+
+def small_sizes(gen: torch.Generator, d: int | None, n: int | None) -> tuple[int, int]:
+    """(d, n) for the sequence and graph constructions: clamped to SMALL_D, SMALL_N, or drawn there."""
+    return clamped(gen, d, *SMALL_D), clamped(gen, n, *SMALL_N)
 
 
 def ball(gen: torch.Generator, shape: tuple[int, ...], d: int, radius: float) -> Tensor:
@@ -56,12 +73,37 @@ def spectral_norm_max(x: Tensor) -> float:
     return float(torch.linalg.eigvalsh(S)[..., -1].max())
 
 
-def gd_prompts(gen: torch.Generator, d: int | None, n: int | None, depth: int | None,
-               radius_range: tuple[float, float] = (0.5, 2.0)):
-    """The GD family's domain, drawn in this order: sizes, a radius, prompts in that ball, and a
-    stable step eta in [0.05, 1.9] / radius^2. Returns (d, depth, radius, eta, x, y, x_query)."""
+@dataclass(frozen=True)
+class Prompts:
+    """One draw of an in-context regression domain: the sizes, the radius of the input ball, the
+    regulariser lam where the domain has one, and B prompts in that ball."""
+
+    d: int
+    n: int
+    depth: int
+    radius: float
+    x: Tensor  # (B, n, d)
+    y: Tensor  # (B, n)
+    x_query: Tensor  # (B, d)
+    lam: float | None = None
+
+    def case(self, **params) -> Case:
+        """A construction's case: its build() arguments ``params`` and these prompts."""
+        return Case(params, self.x, self.y, self.x_query)
+
+
+def ball_prompts(gen: torch.Generator, d: int | None, n: int | None, depth: int | None, *,
+                 radius: tuple[float, float], log10_lam: tuple[float, float] | None = None) -> Prompts:
+    """Drawn in this order: the sizes (:func:`draw_sizes`), a radius uniform in ``radius``, for ridge
+    domains lam = 10^u with u uniform in ``log10_lam``, then the prompts in that ball."""
     d, n, depth = draw_sizes(gen, d, n, depth)
-    radius = draw_float(gen, *radius_range)
-    x, y, x_query = regression_prompts(gen, d, n, radius)
-    eta = draw_float(gen, 0.05, 1.9) / radius**2
-    return d, depth, radius, eta, x, y, x_query
+    r = draw_float(gen, *radius)
+    lam = None if log10_lam is None else 10 ** draw_float(gen, *log10_lam)
+    x, y, x_query = regression_prompts(gen, d, n, r)
+    return Prompts(d, n, depth, r, x, y, x_query, lam)
+
+
+def stable_step(gen: torch.Generator, radius: float) -> float:
+    """A GD step eta uniform in [0.05, 1.9] / radius^2: below 2 / radius^2, so GD on inputs in the
+    radius-ball is stable (every eigenvalue of I - eta S lies in (-1, 1])."""
+    return draw_float(gen, 0.05, 1.9) / radius**2

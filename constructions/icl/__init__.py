@@ -1,1 +1,3 @@
-"""TODO"""
+"""In-context regression constructions: GD, GD++, preconditioned GD, Newton-Schulz, ridge
+(Newton and Sherman-Morrison), GD in ReLU and softmax attention. One module per construction;
+``layerwise`` holds the per-layer comparison they share."""

@@ -38,8 +38,9 @@ def build(d: int, n_steps: int, eta: float) -> Built:
 
 def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
            depth: int | None = None) -> Case:
-    d, depth, _, eta, x, y, x_query = domains.gd_prompts(gen, d, n, depth)
-    return Case({"d": d, "n_steps": depth, "eta": eta}, x, y, x_query)
+    """Inputs in a ball of radius uniform in [0.5, 2], then a stable step eta < 2 / radius^2."""
+    p = domains.ball_prompts(gen, d, n, depth, radius=(0.5, 2.0))
+    return p.case(d=p.d, n_steps=p.depth, eta=domains.stable_step(gen, p.radius))
 
 
 def errors(built: Built, case: Case) -> dict[str, float]:

@@ -25,7 +25,8 @@ import torch
 
 from constructions import model as M
 from constructions.check import domains
-from constructions.check.contract import Built, Case, Construction, positive_float, positive_int, require, scaled_error
+from constructions.check.contract import Built, Case, Construction, positive_float, positive_int, require
+from constructions.icl.layerwise import EXAMPLES, QUERY, READOUT, Claim, layer_errors
 from constructions.icl.preconditioned_gd import config, embedding, paint_gd_step
 from constructions.paint import paint_head
 from constructions.reference import algorithms
@@ -49,29 +50,24 @@ def build(d: int, n_steps: int, eta: float, gamma: float) -> Built:
 
 
 def errors(built: Built, case: Case) -> dict[str, float]:
+    """Per layer l: the readout, the examples' residual and x slots and the query's x slot against
+    the reference's state after l steps of GD++."""
     p = case.params
-    tokens = example_tokens(case.x, case.y, case.x_query)
-    run = M.forward(built.cfg, built.weights, tokens, residuals=True)
     ref = algorithms.gd_plus_plus(case.x, case.y, case.x_query, eta=p["eta"], gamma=p["gamma"],
                                   n_steps=p["n_steps"])
-    lay = built.cfg.layout
-    out = {}
-    for layer, h in enumerate(run.residuals):
-        got_pred = M.readout(built.cfg, built.weights, h)[0, :, -1, 0]
-        out[f"layer {layer}"] = max(
-            scaled_error(got_pred, ref.prediction[layer]),
-            scaled_error(h[0, :, :-1, lay.index("y")], ref.r[layer]),
-            scaled_error(h[0, :, :-1, lay["x"]], ref.x[layer]),
-            scaled_error(h[0, :, -1, lay["x"]], ref.x_query[layer]),
-        )
-    return out
+    claims = [[Claim(READOUT, QUERY, ref.prediction[layer]), Claim("y", EXAMPLES, ref.r[layer]),
+               Claim("x", EXAMPLES, ref.x[layer]), Claim("x", QUERY, ref.x_query[layer])]
+              for layer in range(p["n_steps"] + 1)]
+    return layer_errors(built, example_tokens(case.x, case.y, case.x_query), claims)
 
 
 def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
            depth: int | None = None) -> Case:
-    d, depth, radius, eta, x, y, x_query = domains.gd_prompts(gen, d, n, depth)
-    gamma = domains.draw_float(gen, 0.0, 0.9) / radius**2
-    return Case({"d": d, "n_steps": depth, "eta": eta, "gamma": gamma}, x, y, x_query)
+    """As gd's domain, then a whitening step gamma uniform in [0, 0.9] / radius^2."""
+    p = domains.ball_prompts(gen, d, n, depth, radius=(0.5, 2.0))
+    eta = domains.stable_step(gen, p.radius)
+    gamma = domains.draw_float(gen, 0.0, 0.9) / p.radius**2
+    return p.case(d=p.d, n_steps=p.depth, eta=eta, gamma=gamma)
 
 
 CONSTRUCTION = Construction(

@@ -24,9 +24,9 @@ import dataclasses
 import torch
 
 from constructions import model as M
-from constructions.check.contract import Built, Case, Construction, positive_float, positive_int
-from constructions.icl.gd import sample
-from constructions.icl.preconditioned_gd import config, embedding, gd_errors, paint_gd_step
+from constructions.check.contract import Built, Construction, positive_float, positive_int
+from constructions.icl.gd import errors, sample
+from constructions.icl.preconditioned_gd import config, embedding, paint_gd_step
 
 
 def relu_config(d: int, n_steps: int) -> M.ModelConfig:
@@ -48,11 +48,6 @@ def build(d: int, n_steps: int, eta: float) -> Built:
         paint_gd_step(w, cfg.layout, layer, -P, head=1)  # query -P x_i ...
         w.blocks[layer].attn.W_O[0, 1] *= -1.0  # ... and output +1: ReLU(a) - ReLU(-a) = a
     return Built(cfg, w)
-
-
-def errors(built: Built, case: Case) -> dict[str, float]:
-    d, eta = case.params["d"], case.params["eta"]
-    return gd_errors(built, case, eta * torch.eye(d, dtype=torch.float64), case.params["n_steps"])
 
 
 CONSTRUCTION = Construction(

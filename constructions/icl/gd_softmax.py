@@ -44,8 +44,10 @@ import torch
 
 from constructions import model as M
 from constructions.check import domains
-from constructions.check.contract import Built, Case, Construction, RateSweep, positive_float, positive_int, scaled_error
-from constructions.paint import paint_head, selector, unit
+from constructions.check.contract import Built, Case, Construction, RateSweep, positive_float, positive_int
+from constructions.icl.layerwise import EXAMPLES, Claim, layer_errors
+from constructions.icl.preconditioned_gd import embedding, gd_claims
+from constructions.paint import paint_head
 from constructions.reference import algorithms
 from constructions.tokens import example_tokens
 
@@ -68,8 +70,7 @@ def build(d: int, n_steps: int, eta: float, eps: float) -> Built:
     positive_float("eps", eps)
     cfg = config(d, n_steps)
     w = M.zeros(cfg)
-    w.W_E[:] = selector(cfg.layout, {"x": 0, "y": d}, d + 1)
-    w.W_U[:] = unit(cfg.layout, "y", -1.0)
+    embedding(cfg, w, d)
     eye = torch.eye(d, dtype=torch.float64)
     e1 = eye[:1]
     for layer in range(n_steps):
@@ -79,30 +80,27 @@ def build(d: int, n_steps: int, eta: float, eps: float) -> Built:
     return Built(cfg, w)
 
 
+def mirrored(claims: list[Claim]) -> list[Claim]:
+    """The claims on the mirrored prompt: the examples' slots hold v for the examples, then -v for
+    their negatives (token axis 1); the query's claims are unchanged."""
+    return [Claim(c.slot, c.rows, torch.cat([c.want, -c.want], dim=1)) if c.rows == EXAMPLES else c
+            for c in claims]
+
+
 def errors(built: Built, case: Case) -> dict[str, float]:
     """Per layer l: readout vs w_l.x_q; y slots vs +-residuals of w_l; x slots vs +-x."""
     p = case.params
-    run = M.forward(built.cfg, built.weights, tokens(case.x, case.y, case.x_query), residuals=True)
     iterates = algorithms.gd(case.x, case.y, eta=p["eta"], n_steps=p["n_steps"])
-    lay = built.cfg.layout
-    out = {}
-    for layer, h in enumerate(run.residuals):
-        w_l = iterates[layer]
-        resid = case.y - algorithms.predict(w_l.unsqueeze(-2), case.x)
-        got_pred = M.readout(built.cfg, built.weights, h)[0, :, -1, 0]
-        y_slots, x_slots = h[0, :, :-1, lay.index("y")], h[0, :, :-1, lay["x"]]
-        out[f"layer {layer}"] = max(scaled_error(got_pred, algorithms.predict(w_l, case.x_query)),
-                                    scaled_error(y_slots, torch.cat([resid, -resid], dim=-1)),
-                                    scaled_error(x_slots, torch.cat([case.x, -case.x], dim=-2)))
-    return out
+    claims = [mirrored(gd_claims(case, w_l)) for w_l in iterates]
+    return layer_errors(built, tokens(case.x, case.y, case.x_query), claims)
 
 
 def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
            depth: int | None = None) -> Case:
     """Inputs in a ball of radius in [0.5, 1] (so |eps a| stays small over the sweep), stable eta,
     and eps = 1e-5 (the sweep replaces it; at 1e-5 the error is round-off, ~1e-11, under the bound)."""
-    d, depth, _, eta, x, y, x_query = domains.gd_prompts(gen, d, n, depth, radius_range=(0.5, 1.0))
-    return Case({"d": d, "n_steps": depth, "eta": eta, "eps": 1e-5}, x, y, x_query)
+    p = domains.ball_prompts(gen, d, n, depth, radius=(0.5, 1.0))
+    return p.case(d=p.d, n_steps=p.depth, eta=domains.stable_step(gen, p.radius), eps=1e-5)
 
 
 SWEEP = RateSweep(parameter="eps", values=(1e-3, 2e-3, 4e-3, 8e-3), slope=2.0, tolerance=0.05)

@@ -38,7 +38,8 @@ import torch
 
 from constructions import model as M
 from constructions.check import domains
-from constructions.check.contract import Built, Case, Construction, positive_float, positive_int, require, scaled_error
+from constructions.check.contract import Built, Case, Construction, positive_float, positive_int, require
+from constructions.icl.layerwise import EVERY, READOUT, Claim, every_input, layer_errors
 from constructions.paint import paint_head, paint_mlp, selector, unit
 from constructions.reference import algorithms
 from constructions.tokens import example_tokens
@@ -79,17 +80,22 @@ def paint_newton_layers(w: M.Weights, lay: M.Layout, d: int, n_iter: int, start_
     paint_head(w, lay, n_iter + 1, 0, Q={"x": eye}, K={"u": eye}, V={"y": e1}, O={"pred": e1.T})
 
 
+def newton_weights(d: int, n_iter: int, start_scale: float) -> Built:
+    """Tokens (x, y) into the x and y slots, the layers of :func:`paint_newton_layers`, readout e_pred."""
+    cfg = config(d, n_iter)
+    w = M.zeros(cfg)
+    w.W_E[:] = selector(cfg.layout, {"x": 0, "y": d}, d + 1)
+    w.W_U[:] = unit(cfg.layout, "pred")
+    paint_newton_layers(w, cfg.layout, d, n_iter, start_scale)
+    return Built(cfg, w)
+
+
 def build(d: int, n_iter: int, alpha: float, radius: float = 1.0) -> Built:
     """Weights for n_iter Newton-Schulz iterations on S, then the prediction x_q^T M_k b."""
     positive_int("d", d)
     positive_int("n_iter", n_iter, lowest=0)
     check_alpha(alpha, radius)
-    cfg = config(d, n_iter)
-    w = M.zeros(cfg)
-    w.W_E[:] = selector(cfg.layout, {"x": 0, "y": d}, d + 1)
-    w.W_U[:] = unit(cfg.layout, "pred")
-    paint_newton_layers(w, cfg.layout, d, n_iter, alpha)
-    return Built(cfg, w)
+    return newton_weights(d, n_iter, alpha)
 
 
 def check_domain(case: Case, radius: float) -> None:
@@ -99,20 +105,15 @@ def check_domain(case: Case, radius: float) -> None:
             f"convergence bound 2 / radius^4 no longer covers them")
 
 
-def newton_errors(built: Built, case: Case, M_iters: torch.Tensor, w_last: torch.Tensor, tokens,
-                  keep: list[int], u_scale: float = 1.0) -> dict[str, float]:
+def newton_errors(built: Built, case: Case, M_iters: torch.Tensor, w_last: torch.Tensor, tokens: torch.Tensor,
+                  keep: slice | list[int], u_scale: float = 1.0) -> dict[str, float]:
     """Compare the token rows ``keep`` (the examples, then the query) with the reference:
     layer 0 holds x; layer t + 1 holds u = u_scale * M_t x; the readout is pred = w_k.x."""
-    run = M.forward(built.cfg, built.weights, tokens, residuals=True)
-    lay = built.cfg.layout
-    x_all = torch.cat([case.x, case.x_query.unsqueeze(-2)], dim=-2)  # (B, N+1, d)
-    out = {"layer 0": scaled_error(run.residuals[0][0][:, keep][..., lay["x"]], x_all)}
-    for t in range(M_iters.shape[0]):
-        want = u_scale * torch.einsum("bde,bne->bnd", M_iters[t], x_all)
-        out[f"layer {t + 1}"] = scaled_error(run.residuals[t + 1][0][:, keep][..., lay["u"]], want)
-    want_pred = algorithms.predict(w_last.unsqueeze(-2), x_all)
-    out[f"layer {len(run.residuals) - 1}"] = scaled_error(run.out[0][:, keep, 0], want_pred)
-    return out
+    x_all = every_input(case.x, case.x_query)  # (B, N+1, d)
+    claims = [[Claim("x", keep, x_all)]]
+    claims += [[Claim("u", keep, u_scale * torch.einsum("bde,bne->bnd", M_t, x_all))] for M_t in M_iters]
+    claims.append([Claim(READOUT, keep, algorithms.predict(w_last.unsqueeze(-2), x_all))])
+    return layer_errors(built, tokens, claims)
 
 
 def errors(built: Built, case: Case) -> dict[str, float]:
@@ -122,17 +123,15 @@ def errors(built: Built, case: Case) -> dict[str, float]:
     M_iters = algorithms.newton_schulz(S, alpha=p["alpha"], n_iter=p["n_iter"])  # (k+1, B, d, d)
     w_last = algorithms.predict(M_iters[-1], b.unsqueeze(-2))  # M_k b, as M_k is symmetric
     tokens = example_tokens(case.x, case.y, case.x_query)
-    keep = list(range(tokens.shape[-2]))
-    return newton_errors(built, case, M_iters, w_last, tokens, keep)
+    return newton_errors(built, case, M_iters, w_last, tokens, EVERY)
 
 
 def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
            depth: int | None = None) -> Case:
-    d, n, depth = domains.draw_sizes(gen, d, n, depth)
-    radius = domains.draw_float(gen, 0.5, 1.5)
-    x, y, x_query = domains.regression_prompts(gen, d, n, radius)
-    alpha = domains.draw_float(gen, 0.05, 0.95) * alpha_bound(radius)
-    return Case({"d": d, "n_iter": depth, "alpha": alpha, "radius": radius}, x, y, x_query)
+    """Inputs in a ball of radius uniform in [0.5, 1.5], then alpha in [0.05, 0.95] * alpha_bound."""
+    p = domains.ball_prompts(gen, d, n, depth, radius=(0.5, 1.5))
+    alpha = domains.draw_float(gen, 0.05, 0.95) * alpha_bound(p.radius)
+    return p.case(d=p.d, n_iter=p.depth, alpha=alpha, radius=p.radius)
 
 
 CONSTRUCTION = Construction(

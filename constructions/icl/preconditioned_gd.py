@@ -28,7 +28,8 @@ import torch
 
 from constructions import model as M
 from constructions.check import domains
-from constructions.check.contract import Built, Case, Construction, positive_int, require, scaled_error
+from constructions.check.contract import Built, Case, Construction, positive_int, require
+from constructions.icl.layerwise import EXAMPLES, QUERY, READOUT, Claim, layer_errors
 from constructions.paint import paint_head, selector, unit
 from constructions.reference import algorithms
 from constructions.tokens import example_tokens
@@ -76,23 +77,19 @@ def build(d: int, n_steps: int, P: torch.Tensor) -> Built:
     return Built(cfg, w)
 
 
+def gd_claims(case: Case, w_l: torch.Tensor) -> list[Claim]:
+    """What the stream holds when the y slots carry the residuals of the iterate w_l (B, d): the
+    readout w_l.x_q at the query, the examples' residuals y_i - w_l.x_i, and x unchanged."""
+    return [Claim(READOUT, QUERY, algorithms.predict(w_l, case.x_query)),
+            Claim("y", EXAMPLES, case.y - algorithms.predict(w_l.unsqueeze(-2), case.x)),
+            Claim("x", EXAMPLES, case.x)]
+
+
 def gd_errors(built: Built, case: Case, P: torch.Tensor, n_steps: int) -> dict[str, float]:
-    """Per layer l: |readout - w_l.x_q| and |y slots - residuals of w_l| (scaled max abs)."""
-    tokens = example_tokens(case.x, case.y, case.x_query)
-    run = M.forward(built.cfg, built.weights, tokens, residuals=True)
+    """Per layer l: the claims of :func:`gd_claims` for the l-th preconditioned GD iterate."""
     iterates = algorithms.preconditioned_gd(case.x, case.y, P=P, n_steps=n_steps)  # (L+1, B, d)
-    lay = built.cfg.layout
-    errors = {}
-    for layer, h in enumerate(run.residuals):
-        w_l = iterates[layer]
-        want_pred = algorithms.predict(w_l, case.x_query)
-        want_resid = case.y - algorithms.predict(w_l.unsqueeze(-2), case.x)
-        got_pred = M.readout(built.cfg, built.weights, h)[0, :, -1, 0]
-        got_resid = h[0, :, :-1, lay.index("y")]
-        got_x = h[0, :, :-1, lay["x"]]
-        errors[f"layer {layer}"] = max(scaled_error(got_pred, want_pred), scaled_error(got_resid, want_resid),
-                                       scaled_error(got_x, case.x))
-    return errors
+    tokens = example_tokens(case.x, case.y, case.x_query)
+    return layer_errors(built, tokens, [gd_claims(case, w_l) for w_l in iterates])
 
 
 def random_preconditioner(gen: torch.Generator, d: int, radius: float) -> torch.Tensor:
@@ -105,11 +102,9 @@ def random_preconditioner(gen: torch.Generator, d: int, radius: float) -> torch.
 
 def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
            depth: int | None = None) -> Case:
-    d, n, depth = domains.draw_sizes(gen, d, n, depth)
-    radius = domains.draw_float(gen, 0.5, 2.0)
-    x, y, x_query = domains.regression_prompts(gen, d, n, radius)
-    P = random_preconditioner(gen, d, radius)
-    return Case({"d": d, "n_steps": depth, "P": P}, x, y, x_query)
+    """Inputs in a ball of radius uniform in [0.5, 2], then P as :func:`random_preconditioner`."""
+    p = domains.ball_prompts(gen, d, n, depth, radius=(0.5, 2.0))
+    return p.case(d=p.d, n_steps=p.depth, P=random_preconditioner(gen, p.d, p.radius))
 
 
 CONSTRUCTION = Construction(

@@ -29,11 +29,10 @@ import math
 
 import torch
 
-from constructions import model as M
 from constructions.check import domains
 from constructions.check.contract import Built, Case, Construction, positive_float, positive_int
-from constructions.icl.newton import check_alpha, check_domain, config, newton_errors, paint_newton_layers
-from constructions.paint import selector, unit
+from constructions.icl.layerwise import require_examples
+from constructions.icl.newton import check_alpha, check_domain, newton_errors, newton_weights
 from constructions.reference import algorithms
 from constructions.tokens import example_tokens
 
@@ -55,20 +54,14 @@ def build(d: int, n_examples: int, n_iter: int, lam: float, alpha: float, radius
     positive_float("lam", lam)
     check_alpha(alpha, radius, lam)
     c = n_examples / (n_examples + d)
-    cfg = config(d, n_iter)
-    w = M.zeros(cfg)
-    w.W_E[:] = selector(cfg.layout, {"x": 0, "y": d}, d + 1)
-    w.W_U[:] = unit(cfg.layout, "pred")
-    paint_newton_layers(w, cfg.layout, d, n_iter, alpha / c**2)
-    return Built(cfg, w)
+    return newton_weights(d, n_iter, alpha / c**2)
 
 
 def errors(built: Built, case: Case) -> dict[str, float]:
     p = case.params
-    n, d = case.x.shape[-2], case.x.shape[-1]
-    if n != p["n_examples"]:
-        raise ValueError(f"ridge_newton was built for n_examples={p['n_examples']}, prompt has N={n}")
+    require_examples("ridge_newton", case)
     check_domain(case, p["radius"])
+    n, d = case.x.shape[-2], case.x.shape[-1]
     S, b = algorithms.statistics(case.x, case.y)
     A = S + p["lam"] * torch.eye(d, dtype=S.dtype)
     M_iters = algorithms.newton_schulz(A, alpha=p["alpha"], n_iter=p["n_iter"])
@@ -82,13 +75,11 @@ def errors(built: Built, case: Case) -> dict[str, float]:
 
 def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
            depth: int | None = None) -> Case:
-    d, n, depth = domains.draw_sizes(gen, d, n, depth)
-    radius = domains.draw_float(gen, 0.5, 1.5)
-    lam = 10 ** domains.draw_float(gen, -3.0, 0.0)
-    x, y, x_query = domains.regression_prompts(gen, d, n, radius)
-    alpha = domains.draw_float(gen, 0.05, 0.95) * 2.0 / (radius**2 + lam) ** 2
-    params = {"d": d, "n_examples": n, "n_iter": depth, "lam": lam, "alpha": alpha, "radius": radius}
-    return Case(params, x, y, x_query)
+    """Inputs in a ball of radius uniform in [0.5, 1.5], lam log-uniform in [1e-3, 1], then alpha in
+    [0.05, 0.95] times 2 / (radius^2 + lam)^2; the construction is built for the N drawn."""
+    p = domains.ball_prompts(gen, d, n, depth, radius=(0.5, 1.5), log10_lam=(-3.0, 0.0))
+    alpha = domains.draw_float(gen, 0.05, 0.95) * 2.0 / (p.radius**2 + p.lam) ** 2
+    return p.case(d=p.d, n_examples=p.n, n_iter=p.depth, lam=p.lam, alpha=alpha, radius=p.radius)
 
 
 CONSTRUCTION = Construction(

@@ -53,7 +53,8 @@ from torch import Tensor
 
 from constructions import model as M
 from constructions.check import domains
-from constructions.check.contract import Built, Case, Construction, positive_float, positive_int, scaled_error
+from constructions.check.contract import Built, Case, Construction, positive_float, positive_int
+from constructions.icl.layerwise import EVERY, QUERY, READOUT, Claim, every_input, layer_errors, require_examples
 from constructions.paint import paint_head, paint_mlp, selector, unit
 from constructions.reference import baselines
 from constructions.tokens import example_tokens
@@ -160,7 +161,7 @@ def reference(x: Tensor, y: Tensor, x_query: Tensor, lam: float) -> dict[str, Te
     G, _, _ = baselines.sums(x, y, prefix=True)
     A = torch.linalg.inv(G + lam * torch.eye(x.shape[-1], dtype=x.dtype))  # (B, N+1, d, d)
     w = baselines.ridge_sum(x, y, lam=lam, prefix=True)
-    x_all = torch.cat([x, x_query.unsqueeze(-2)], dim=-2)  # (B, T, d)
+    x_all = every_input(x, x_query)  # (B, T, d)
     y_all = torch.cat([y, torch.zeros_like(y[..., :1])], dim=-1)
     u = torch.einsum("bfde,bte->bftd", A, x_all)
     r = y_all.unsqueeze(1) - torch.einsum("bfd,btd->bft", w, x_all)
@@ -186,36 +187,29 @@ def expected(ref: dict[str, Tensor], x: Tensor, layer: int, T: int) -> dict[str,
     return out
 
 
+def claims(ref: dict[str, Tensor], case: Case, layer: int) -> list[Claim]:
+    """After ``layer`` layers: the query's readout is the ridge prediction on the examples folded so
+    far, every token's x is unchanged, and its u, y and scratch slots hold :func:`expected`."""
+    pred = (ref["w"][:, layer // 3] * case.x_query).sum(-1)
+    slots = expected(ref, case.x, layer, case.x.shape[-2] + 1)
+    return ([Claim(READOUT, QUERY, pred), Claim("x", EVERY, every_input(case.x, case.x_query))]
+            + [Claim(slot, EVERY, want) for slot, want in slots.items()])
+
+
 def errors(built: Built, case: Case) -> dict[str, float]:
-    """Per layer: the query's readout vs the ridge prediction on the examples folded so far, and
-    every token's x, u, y (residual) and scratch slots vs their claimed values."""
-    p, n = case.params, case.x.shape[-2]
-    if n != p["n_examples"]:
-        raise ValueError(f"ridge_sherman_morrison was built for n_examples={p['n_examples']}, prompt has N={n}")
-    fc, T = built.cfg, n + 1
-    run = M.forward(fc, built.weights, example_tokens(case.x, case.y, case.x_query), residuals=True)
-    ref = reference(case.x, case.y, case.x_query, p["lam"])
-    x_all = torch.cat([case.x, case.x_query.unsqueeze(-2)], dim=-2)
-    out = {}
-    for layer, h in enumerate(run.residuals):
-        h = h[0]
-        want_pred = (ref["w"][:, layer // 3] * case.x_query).sum(-1)
-        errs = [scaled_error(M.readout(fc, built.weights, h.unsqueeze(0))[0, :, -1, 0], want_pred),
-                scaled_error(h[..., fc.layout["x"]], x_all)]
-        errs += [scaled_error(h[..., fc.layout[slot]], want) for slot, want in expected(ref, case.x, layer, T).items()]
-        out[f"layer {layer}"] = max(errs)
-    return out
+    """Per layer: every claim of :func:`claims`, for a prompt of the N examples the weights are for."""
+    require_examples("ridge_sherman_morrison", case)
+    ref = reference(case.x, case.y, case.x_query, case.params["lam"])
+    per_layer = [claims(ref, case, layer) for layer in range(built.cfg.n_layers + 1)]
+    return layer_errors(built, example_tokens(case.x, case.y, case.x_query), per_layer)
 
 
 def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
            depth: int | None = None) -> Case:
     """d and N as given or drawn (depth is 3 N, so ``depth`` is ignored); lam log-uniform in
     [0.1, 10] (sum convention); inputs in a ball of radius in [0.5, 1.5]."""
-    d, n, _ = domains.draw_sizes(gen, d, n, depth)
-    radius = domains.draw_float(gen, 0.5, 1.5)
-    lam = 10 ** domains.draw_float(gen, -1.0, 1.0)
-    x, y, x_query = domains.regression_prompts(gen, d, n, radius)
-    return Case({"d": d, "n_examples": n, "lam": lam, "radius": radius}, x, y, x_query)
+    p = domains.ball_prompts(gen, d, n, depth, radius=(0.5, 1.5), log10_lam=(-1.0, 1.0))
+    return p.case(d=p.d, n_examples=p.n, lam=p.lam, radius=p.radius)
 
 
 CONSTRUCTION = Construction(

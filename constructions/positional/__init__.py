@@ -1,1 +1,2 @@
-"""TODO"""
+"""Positional attention running parallel algorithms: the pointer head (``pointer``), prefix scans
+(``scan``) and bitonic sort (``sort``)."""

@@ -38,12 +38,14 @@ What is measured, per layer l (labels):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from constructions import model as M
-from constructions.check.contract import Built
+from constructions.check import domains
+from constructions.check.contract import Built, Case
 
 EPS = torch.finfo(torch.float64).eps
 # The inverse temperatures of the constructions' RateSweep: e^{-beta} from 3e-4 (leakage still small
@@ -63,6 +65,19 @@ def leakage(n_keys: int, beta: float) -> float:
 def beta_for(prefactor: float, target: float) -> float:
     """The inverse temperature at which prefactor * e^{-beta} = target."""
     return math.log(prefactor / target)
+
+
+def value_case(gen: torch.Generator, n: int | None, prefactor: Callable[[int], float]) -> Case:
+    """The domain of the scans and the sort, drawn in this order: n (as given, or from N_RANGE), R
+    uniform in [0.5, 4], beta = beta_for(prefactor(n), 1e-9) + U[0, 3], then BATCH prompts of n
+    values uniform in [-R, R]. prefactor(n) e^-beta bounds the leakage part of the construction's
+    bound divided by R (C(n) times the number of keys that leak), so beta puts that part near
+    1e-9 R, and a perturbed weight, which moves values by ~1e-3, is far outside it."""
+    n = domains.draw_int(gen, *domains.N_RANGE) if n is None else n
+    radius = domains.draw_float(gen, 0.5, 4.0)
+    beta = beta_for(prefactor(n), 1e-9) + domains.draw_float(gen, 0.0, 3.0)
+    x = radius * (2 * torch.rand(domains.BATCH, n, generator=gen, dtype=torch.float64) - 1)
+    return Case({"n": n, "beta": beta, "radius": radius}, data={"x": x})
 
 
 def one_hot_rows(targets: Tensor, T: int) -> Tensor:

@@ -43,7 +43,6 @@ import torch
 from torch import Tensor
 
 from constructions import model as M
-from constructions.check import domains
 from constructions.check.contract import Built, Case, Construction, RateSweep, positive_float, positive_int, require
 from constructions.positional import pointer as P
 from synthetic import sequences as S
@@ -158,13 +157,11 @@ def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
     """n values uniform in [-R, R] (B = 4 prompts), R in [0.5, 4]; beta puts the leakage part of the
     bound near 1e-9 R (so a perturbed weight, which moves values by ~1e-3, is far outside it). d and
     depth are ignored: the depth is fixed by n."""
-    n = domains.draw_int(gen, *domains.N_RANGE) if n is None else n
-    radius = domains.draw_float(gen, 0.5, 4.0)
-    L = n_layers_for(n)
-    prefactor = (L * 2**L if op == "sum" else 2 * L) * n
-    beta = P.beta_for(prefactor, 1e-9) + domains.draw_float(gen, 0.0, 3.0)
-    x = radius * (2 * torch.rand(domains.BATCH, n, generator=gen, dtype=torch.float64) - 1)
-    return Case({"n": n, "beta": beta, "radius": radius}, data={"x": x})
+    def prefactor(n: int) -> int:  # C(n) n, C(n) = L 2^L for sums and 2 L for min / max
+        L = n_layers_for(n)
+        return (L * 2**L if op == "sum" else 2 * L) * n
+
+    return P.value_case(gen, n, prefactor)
 
 
 def _construction(op: str) -> Construction:

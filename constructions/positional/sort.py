@@ -36,7 +36,6 @@ import torch
 from torch import Tensor
 
 from constructions import model as M
-from constructions.check import domains
 from constructions.check.contract import Built, Case, Construction, RateSweep, positive_float, positive_int, require
 from constructions.positional import pointer as P
 from synthetic import sequences as S
@@ -148,11 +147,7 @@ def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
            depth: int | None = None) -> Case:
     """n values uniform in [-R, R] (B = 4 prompts), R in [0.5, 4], beta putting the leakage part
     of the bound near 1e-9 R; d and depth are ignored (the depth is fixed by n)."""
-    n = domains.draw_int(gen, *domains.N_RANGE) if n is None else n
-    radius = domains.draw_float(gen, 0.5, 4.0)
-    beta = P.beta_for(2 * n_layers_for(n) * padded_length(n), 1e-9) + domains.draw_float(gen, 0.0, 3.0)
-    x = radius * (2 * torch.rand(domains.BATCH, n, generator=gen, dtype=torch.float64) - 1)
-    return Case({"n": n, "beta": beta, "radius": radius}, data={"x": x})
+    return P.value_case(gen, n, lambda n: 2 * n_layers_for(n) * padded_length(n))
 
 
 CONSTRUCTION = Construction(

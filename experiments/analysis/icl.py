@@ -42,6 +42,7 @@ from constructions.reference import baselines as bl
 from experiments.analysis import core as an
 from experiments.analysis import probes as ap
 from experiments.analysis import prompts, references
+from experiments.analysis import runs as ar
 
 F64 = torch.float64
 
@@ -169,8 +170,6 @@ NOISY_ALGORITHMS = "bayes_ridge,ridge:lam=0.01,ridge:lam=0.1,ridge:lam=1,ridge:l
 
 def sweep_closest(path, spec: str = NOISY_ALGORITHMS, *, n_prompts: int = 512, seed: int = 0) -> pd.DataFrame:
     """:func:`closest_table` of every finished run under ``path`` (``ttb compare`` with ``spec``)."""
-    from experiments.analysis import runs as ar
-
     summaries, _ = ar.compare_runs(path, spec, n_prompts=n_prompts, seed=seed)
     configs = {d.name: ar.load_run(d).config for d in ar.find_runs(path)}
     return closest_table(summaries, configs)
@@ -198,8 +197,6 @@ def run_table(run, *, n_prompts: int = 1024, seed: int = 0) -> pd.DataFrame:
 def sweep_tables(path, *, n_prompts: int = 1024, seed: int = 0) -> pd.DataFrame:
     """:func:`run_table` of every finished run under ``path``, with the run's config columns
     (n_layers, pool_size, phi_depth) added."""
-    from experiments.analysis import runs as ar
-
     parts = []
     for directory in ar.find_runs(path):
         run = ar.load_run(directory)

@@ -19,6 +19,7 @@ from experiments.analysis import core as an
 from experiments.analysis import metrics as am
 from experiments.analysis import probes as ap
 from experiments.analysis import prompts, references
+from experiments.training.config import RunConfig
 
 DEFAULT_ALGORITHMS = "gd,newton,ols,ridge,zero"
 
@@ -51,8 +52,6 @@ def short_label(config) -> str:
 
 
 def load_run(directory) -> Run:
-    from experiments.training.config import RunConfig
-
     directory = Path(directory)
     config = RunConfig.from_dict(json.loads((directory / "config.json").read_text()))
     cfg, weights = load_weights(directory / "weights.safetensors")

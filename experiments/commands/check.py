@@ -42,7 +42,7 @@ def _row(name: str, args) -> dict:
 
 
 def _symbolic_rows(names) -> list[dict]:
-    from proofs_check.lemmas import run_all
+    from proofs_check.table import run_all
 
     rows = []
     for r in run_all():

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from experiments.analysis import icl as ai
+from experiments.analysis import runs as ar
 from experiments.plots import core as plots
 
 PROBE_TARGETS = {"probe_r2[phi]": "Phi(x_q)", "probe_r2[feature_ridge]": "feature ridge"}
@@ -161,8 +162,6 @@ def _tables(runs, n_prompts: int) -> pd.DataFrame:
 
 
 def _closest(runs, n_prompts: int) -> pd.DataFrame:
-    from experiments.analysis import runs as ar
-
     summaries = [s for run in runs for s in ar.compare_runs(run.directory, ai.NOISY_ALGORITHMS,
                                                             n_prompts=n_prompts)[0]]
     return ai.closest_table(summaries, {run.run_id: run.config for run in runs})

@@ -1,1 +1,1 @@
-"""TODO"""
+"""Pages people read: the demo (``demo``) and its index.html."""

@@ -29,6 +29,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pandas as pd
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -232,8 +233,6 @@ def tidy_metrics(root: Path):
     """One long table of every run's metrics: run_id, varying config fields, status, kind
     ("train" rows per log step, "eval" rows per number of in-context examples), step,
     n_examples, metric, value."""
-    import pandas as pd
-
     rows = status_rows(root)
     configs = [json.loads(r["config"]) for r in rows]
     params = varying_fields(configs)
@@ -248,8 +247,6 @@ def tidy_metrics(root: Path):
 
 
 def _run_frames(directory: Path, base: dict, steps_done) -> list:
-    import pandas as pd
-
     frames = []
     if (directory / "metrics.csv").exists():
         m = pd.read_csv(directory / "metrics.csv")

@@ -1,0 +1,37 @@
+"""Run ids are a public contract: users' stores and scripts refer to them. The ids of every shipped
+sweep config are pinned here (the number of runs, the first id, and a digest of all of them, as the
+configs expanded when the ids were first published); a change to hashing, defaults or the resolved
+config that moved any of them fails this test."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from experiments.sweeps.spec import load_sweep
+
+CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+PINNED = {  # file: (runs, digest of "id id id ...", first id)
+    "gpt2_interleaved_cpu.toml": (6, "cdf2c62cd81db8bc", "93c980d99b8e"),
+    "gpt2_interleaved_gpu.toml": (3, "08cc60d39ac8fcbd", "a0955d8f0fbe"),
+    "linear_attention_layers_cpu.toml": (8, "8820c8a5c5fc6e33", "ad63385aae9e"),
+    "linear_attention_layers_gpu.toml": (18, "7a098a66b2ae6182", "47cd80e68884"),
+    "lsa_one_layer.toml": (3, "817125fdfc15e717", "2e8c87a9708a"),
+    "noise_mixture_cpu.toml": (4, "240536fb39367508", "bcc69c19ed8c"),
+    "noise_mixture_gpu.toml": (9, "7e070037ed187328", "465578a8cc19"),
+    "noisy_regression_cpu.toml": (6, "5e8c0747175e5bf4", "63e8786178a6"),
+    "noisy_regression_gpu.toml": (60, "e09cbacf04b3cafa", "b69da3af92fc"),
+    "regression_cpu.toml": (6, "572aacbc15983dc2", "fee14710cb07"),
+    "regression_gpu.toml": (16, "0afcada073edc3b0", "a8eb98e89424"),
+    "representation_cpu.toml": (2, "824b064cdd641c40", "886a7b9f5885"),
+    "representation_gpu.toml": (18, "23f055d8ec5ed2b4", "dac5026a6094"),
+    "task_pool_cpu.toml": (5, "3c842a6c410a82f0", "85f315f876af"),
+    "task_pool_gpu.toml": (27, "2c26e7641e3c6f7f", "33d5a1b84a19"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_the_run_ids_of_a_shipped_sweep_config_do_not_change(name):
+    ids = [run.run_id for run in load_sweep(CONFIGS / name).runs]
+    digest = hashlib.sha256(" ".join(ids).encode()).hexdigest()[:16]
+    assert (len(ids), digest, ids[0]) == PINNED[name]
