@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -83,9 +84,14 @@ def _killed_then_resumed(tmp_path: Path, command: str, text: str, steps: int, ta
 
 
 def _started_second_batch(out: Path) -> bool:
-    done = list(out.glob("runs/*/result.json"))
-    return len(done) == 2 and (out / "store.sqlite").exists() and \
-        any(r["status"] == "running" for r in status_rows(out))
+    """The first batch's two results are written and the second batch is marked running (read
+    while the command writes: a file or row that moves under the reader means "not yet")."""
+    if len(list(out.glob("runs/*/result.json"))) != 2 or not (out / "store.sqlite").exists():
+        return False
+    try:
+        return any(r["status"] == "running" for r in status_rows(out))
+    except (OSError, sqlite3.Error, ValueError):
+        return False
 
 
 def wait_for(condition, proc, timeout: float = 120.0) -> None:

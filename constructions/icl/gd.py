@@ -49,13 +49,9 @@ def errors(built: Built, case: Case) -> dict[str, float]:
 
 
 CONSTRUCTION = Construction(
-    name="gd",
-    exactness="exact",
-    algorithm="algorithms.gd",
+    name="gd", exactness="exact", algorithm="algorithms.gd",
     summary="L linear-attention layers = L GD steps from w_0 = 0 (every layer's readout checked)",
-    sample=sample,
-    build=lambda case: build(**case.params),
-    errors=errors,
+    sample=sample, build=lambda case: build(**case.params), errors=errors,
     bound=1e-10,
     bound_note="float64 round-off of a stable iteration (eta < 2 / radius^2): ~ d N eps ~ 1e-13",
 )

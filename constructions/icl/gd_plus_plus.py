@@ -71,13 +71,9 @@ def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
 
 
 CONSTRUCTION = Construction(
-    name="gd_plus_plus",
-    exactness="exact",
-    algorithm="algorithms.gd_plus_plus",
+    name="gd_plus_plus", exactness="exact", algorithm="algorithms.gd_plus_plus",
     summary="L two-head linear-attention layers = L steps of GD++ (GD step + x <- (I - gamma S) x)",
-    sample=sample,
-    build=lambda case: build(**case.params),
-    errors=errors,
+    sample=sample, build=lambda case: build(**case.params), errors=errors,
     bound=1e-10,
     bound_note="float64 round-off of contractions (eta < 2/radius^2, gamma < 1/radius^2): ~ d N eps",
 )

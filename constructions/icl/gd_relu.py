@@ -51,13 +51,9 @@ def build(d: int, n_steps: int, eta: float) -> Built:
 
 
 CONSTRUCTION = Construction(
-    name="gd_relu",
-    exactness="exact",
-    algorithm="algorithms.gd",
+    name="gd_relu", exactness="exact", algorithm="algorithms.gd",
     summary="L ReLU-attention layers (two heads of opposite sign) = L GD steps from w_0 = 0",
-    sample=sample,
-    build=lambda case: build(**case.params),
-    errors=errors,
+    sample=sample, build=lambda case: build(**case.params), errors=errors,
     bound=1e-10,
     bound_note="as gd: float64 round-off of a stable iteration, ~ d N eps ~ 1e-13",
 )

@@ -106,13 +106,9 @@ def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
 SWEEP = RateSweep(parameter="eps", values=(1e-3, 2e-3, 4e-3, 8e-3), slope=2.0, tolerance=0.05)
 
 CONSTRUCTION = Construction(
-    name="gd_softmax",
-    exactness="rate",
-    algorithm="algorithms.gd",
+    name="gd_softmax", exactness="rate", algorithm="algorithms.gd",
     summary="L softmax layers (scores +-eps q.k, mirrored examples) = L GD steps up to O(eps^2)",
-    sample=sample,
-    build=lambda case: build(**case.params),
-    errors=errors,
+    sample=sample, build=lambda case: build(**case.params), errors=errors,
     bound=5e-10,
     bound_note="at the sampled eps = 1e-5 round-off dominates: ~ 1e-16 eta / eps ~ 1e-11 per layer (9e-11 the "
                "largest of 300 cases), C eps^2 < 1e-10 for C < 1; the sweep checks the slope 2 in eps",

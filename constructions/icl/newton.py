@@ -135,13 +135,9 @@ def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
 
 
 CONSTRUCTION = Construction(
-    name="newton",
-    exactness="exact",
-    algorithm="algorithms.newton_schulz",
+    name="newton", exactness="exact", algorithm="algorithms.newton_schulz",
     summary="k Newton-Schulz iterations in k + 2 linear-attention layers (u = M_t x checked per layer)",
-    sample=sample,
-    build=lambda case: build(**case.params),
-    errors=errors,
+    sample=sample, build=lambda case: build(**case.params), errors=errors,
     bound=1e-10,
     bound_note="float64 round-off, doubled by every Newton layer (see Numerics in the docstring): "
                "~ 2^k d N eps < 1e-12 for k <= 6",

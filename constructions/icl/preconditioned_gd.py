@@ -107,14 +107,14 @@ def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
     return p.case(d=p.d, n_steps=p.depth, P=random_preconditioner(gen, p.d, p.radius))
 
 
+def errors(built: Built, case: Case) -> dict[str, float]:
+    return gd_errors(built, case, case.params["P"], case.params["n_steps"])
+
+
 CONSTRUCTION = Construction(
-    name="preconditioned_gd",
-    exactness="exact",
-    algorithm="algorithms.preconditioned_gd",
+    name="preconditioned_gd", exactness="exact", algorithm="algorithms.preconditioned_gd",
     summary="L linear-attention layers = L steps of w <- w - P grad (every layer's readout checked)",
-    sample=sample,
-    build=lambda case: build(**case.params),
-    errors=lambda built, case: gd_errors(built, case, case.params["P"], case.params["n_steps"]),
+    sample=sample, build=lambda case: build(**case.params), errors=errors,
     bound=1e-10,
     bound_note="float64: each step is a contraction (|I - P S| <= 1 on the domain), so round-off "
                "stays ~ d N eps ~ 1e-13; 1e-10 leaves margin and is 1e6 below a 1e-3 weight perturbation",

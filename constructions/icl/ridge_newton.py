@@ -83,13 +83,9 @@ def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
 
 
 CONSTRUCTION = Construction(
-    name="ridge_newton",
-    exactness="exact",
-    algorithm="algorithms.newton (lam > 0) -> algorithms.ridge",
+    name="ridge_newton", exactness="exact", algorithm="algorithms.newton (lam > 0) -> algorithms.ridge",
     summary="k Newton-Schulz iterations on S + lam I (d regulariser tokens) in k + 2 layers",
-    sample=sample,
-    build=lambda case: build(**case.params),
-    errors=errors,
+    sample=sample, build=lambda case: build(**case.params), errors=errors,
     bound=1e-10,
     bound_note="as newton: float64 round-off of a convergent Newton-Schulz iteration, < 1e-12",
 )

@@ -213,13 +213,10 @@ def sample(gen: torch.Generator, *, d: int | None = None, n: int | None = None,
 
 
 CONSTRUCTION = Construction(
-    name="ridge_sherman_morrison",
-    exactness="exact",
+    name="ridge_sherman_morrison", exactness="exact",
     algorithm="baselines.ridge_sum (= algorithms.ridge with lam / n on n examples)",
     summary="ridge folded in one example per 3 layers (Sherman-Morrison; normalised-attention division)",
-    sample=sample,
-    build=lambda case: build(**case.params),
-    errors=errors,
+    sample=sample, build=lambda case: build(**case.params), errors=errors,
     bound=1e-10,
     bound_note="float64 round-off of N Sherman-Morrison folds with s >= 1 and |A| <= 1 / lam: ~ N d eps "
                "|x|^2 / lam^2 < 1e-12 on the domain",

@@ -8,11 +8,25 @@ Conventions (the ones the linear-self-attention papers use):
     loss        L(w) = 1/(2N) sum_i (w.x_i - y_i)^2          gradient  S w - b
     statistics  S = X^T X / N  (d, d),   b = X^T y / N  (d)
     ridge       L(w) + (lam / 2) |w|^2                        solution  (S + lam I)^{-1} b
+                (``convention="sum"``: 1/2 |Xw - y|^2 + lam/2 |w|^2, solution (X^T X + lam I)^{-1} X^T y)
 
 ``prefix=True`` computes the same thing for every prefix at once: the statistics of the first n
 examples for n = 0 .. N (n = 0 gives S = 0, b = 0), so results gain an axis of length N + 1 before
 the last one. Entry n is the fit on examples 0 .. n-1, which is what predicts example n in context:
-see :func:`prefix_predictions`.
+see :func:`prefix_predictions`. Each method does it at its own natural cost:
+
+    least squares   orthogonal factorisations of X, never S: one LQ factorisation serves every prefix
+                    n <= d, and each later example is folded into a triangular factor by d Givens
+                    rotations (:func:`least_squares`); accurate to ~cond(X) eps, like numpy's lstsq
+    ridge, sum      the same rotations, started from sqrt(lam) I: O(d^2) per prefix
+    ridge, mean     the regulariser of prefix n is n lam on the sum, so consecutive prefixes differ by
+                    x x^T + lam I, a rank-(d+1) change: one d x d solve per prefix
+    GD              the gradient of prefix n in data space, (1/n) X_n^T (X_n w - y_n), when N <= 2d
+                    (no d x d matrix per prefix); through S_n otherwise
+    Newton          one eigendecomposition per prefix, the iteration run on the eigenvalues
+
+Step sizes (``eta``, ``alpha``) are numbers or tensors broadcasting to the fits' shape (..., [N+1]):
+one step per prompt and per prefix (a trailing axis of 1 gives one per prompt).
 
 Iterative methods return all iterates, stacked on a new leading axis of length n_steps + 1
 (iterate 0 first).
@@ -20,6 +34,7 @@ Iterative methods return all iterates, stacked on a new leading axis of length n
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -38,23 +53,56 @@ def _check_steps(name: str, n_steps: int) -> None:
         raise ValueError(f"{name} must be a non-negative int, got {n_steps!r}")
 
 
-def statistics(x: Tensor, y: Tensor | None = None, *, prefix: bool = False) -> tuple[Tensor, Tensor | None]:
-    """S = X^T X / N (..., [N+1,] d, d) and b = X^T y / N (..., [N+1,] d) (b is None without y)."""
+def _fit_shape(x: Tensor, prefix: bool) -> tuple[int, ...]:
+    """The shape of the fits without d: (...) or (..., N + 1)."""
+    return tuple(x.shape[:-2]) + ((x.shape[-2] + 1,) if prefix else ())
+
+
+def _per_fit(name: str, value, shape: tuple[int, ...], like: Tensor) -> float | Tensor:
+    """A number, or a tensor broadcasting to ``shape``; a tensor gains a trailing axis (for d)."""
+    if not torch.is_tensor(value):
+        return float(value)
+    value = value.to(dtype=like.dtype, device=like.device)
+    try:
+        fits = torch.broadcast_shapes(value.shape, shape) == torch.Size(shape)
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{name} of shape {tuple(value.shape)} does not broadcast to the fits' shape {shape}")
+    return value.unsqueeze(-1)
+
+
+def _running_sum(v: Tensor, dim: int) -> Tensor:
+    """Sums of the first n entries along ``dim`` for n = 0 .. len: that axis grows by one, entry 0 is 0."""
+    out = v.new_empty(v.shape[:dim] + (v.shape[dim] + 1,) + v.shape[dim:][1:])
+    out.narrow(dim, 0, 1).zero_()
+    torch.cumsum(v, dim=dim, out=out.narrow(dim, 1, v.shape[dim]))
+    return out
+
+
+def _counts(N: int, like: Tensor) -> Tensor:
+    """max(n, 1) for n = 0 .. N: what the statistics of each prefix are divided by."""
+    return torch.arange(N + 1, dtype=like.dtype, device=like.device).clamp(min=1)
+
+
+def sums(x: Tensor, y: Tensor | None = None, *, prefix: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Unnormalised statistics G = X^T X (..., [N+1,] d, d) and c = X^T y (..., [N+1,] d) (None without y)."""
     if y is not None:
         _check_xy(x, y)
-    outer = x.unsqueeze(-1) * x.unsqueeze(-2)  # (..., N, d, d)
-    xy = None if y is None else x * y.unsqueeze(-1)  # (..., N, d)
     if not prefix:
-        n = x.shape[-2]
-        return outer.sum(-3) / max(n, 1), None if xy is None else xy.sum(-2) / max(n, 1)
-    zero_outer = torch.zeros_like(outer[..., :1, :, :])
-    S = torch.cat([zero_outer, outer.cumsum(-3)], dim=-3)  # (..., N+1, d, d)
-    counts = torch.arange(x.shape[-2] + 1, device=x.device, dtype=x.dtype).clamp(min=1)
-    S = S / counts[:, None, None]
-    if xy is None:
-        return S, None
-    b = torch.cat([torch.zeros_like(xy[..., :1, :]), xy.cumsum(-2)], dim=-2) / counts[:, None]
-    return S, b
+        return x.mT @ x, None if y is None else (x.mT @ y.unsqueeze(-1)).squeeze(-1)
+    G = _running_sum(x.unsqueeze(-1) * x.unsqueeze(-2), dim=-3)  # (..., N+1, d, d)
+    return G, None if y is None else _running_sum(x * y.unsqueeze(-1), dim=-2)
+
+
+def statistics(x: Tensor, y: Tensor | None = None, *, prefix: bool = False) -> tuple[Tensor, Tensor | None]:
+    """S = X^T X / N (..., [N+1,] d, d) and b = X^T y / N (..., [N+1,] d) (b is None without y)."""
+    G, c = sums(x, y, prefix=prefix)
+    if not prefix:
+        n = float(max(x.shape[-2], 1))
+        return G.div_(n), None if c is None else c.div_(n)
+    n = _counts(x.shape[-2], x)
+    return G.div_(n[:, None, None]), None if c is None else c.div_(n[:, None])
 
 
 def _matvec(A: Tensor, v: Tensor) -> Tensor:
@@ -85,10 +133,34 @@ def preconditioned_gd(x: Tensor, y: Tensor, *, P: Tensor, n_steps: int, prefix: 
     return torch.stack(iterates)
 
 
-def gd(x: Tensor, y: Tensor, *, eta: float, n_steps: int, prefix: bool = False) -> Tensor:
-    """Gradient descent from w_0 = 0 with step eta: iterates (n_steps + 1, ..., [N+1,] d)."""
-    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
-    return preconditioned_gd(x, y, P=eta * eye, n_steps=n_steps, prefix=prefix)
+def _gradient(x: Tensor, y: Tensor, prefix: bool):
+    """w (..., [N+1,] d) -> S w - b, the loss gradient of every fit.
+
+    Over prefixes with N <= 2d it is formed in data space, (1/n) X_n^T (X_n w - y_n): two products
+    with X of 2 N d flops per prefix and nothing stored beyond an (N+1, N) table, where S_n w costs
+    d^2 flops but S needs d^2 numbers per prefix written and read back at every step.
+    """
+    N, d = x.shape[-2:]
+    if prefix and N <= 2 * d:
+        mean = (torch.arange(N, device=x.device) < torch.arange(N + 1, device=x.device)[:, None]) / _counts(N, x)[:, None]
+        return lambda w: ((w @ x.mT - y.unsqueeze(-2)) * mean) @ x  # (N+1, N) weights: 1/n on i < n
+    S, b = statistics(x, y, prefix=prefix)
+    return lambda w: _matvec(S, w) - b
+
+
+def gd(x: Tensor, y: Tensor, *, eta: float | Tensor, n_steps: int, prefix: bool = False) -> Tensor:
+    """Gradient descent from w_0 = 0 with step eta: iterates (n_steps + 1, ..., [N+1,] d).
+
+    eta: a number, or a tensor broadcasting to (..., [N+1]) (a step per prompt and prefix).
+    """
+    _check_xy(x, y)
+    _check_steps("n_steps", n_steps)
+    shape = _fit_shape(x, prefix)
+    step, grad = _per_fit("eta", eta, shape, x), _gradient(x, y, prefix)
+    out = x.new_zeros((n_steps + 1,) + shape + (x.shape[-1],))
+    for t in range(n_steps):
+        torch.sub(out[t], step * grad(out[t]), out=out[t + 1])
+    return out
 
 
 class GDPlusPlusState(NamedTuple):
@@ -147,12 +219,31 @@ def newton_schulz(A: Tensor, *, alpha: float, n_iter: int) -> Tensor:
     return torch.stack(iterates)
 
 
-def newton(x: Tensor, y: Tensor, *, alpha: float, n_iter: int, lam: float = 0.0,
+def newton(x: Tensor, y: Tensor, *, alpha: float | Tensor, n_iter: int, lam: float = 0.0,
            prefix: bool = False) -> Tensor:
-    """Regression weights w_k = M_k b from Newton-Schulz on A = S + lam I: (n_iter+1, ..., [N+1,] d)."""
+    """Regression weights w_k = M_k b from Newton-Schulz on A = S + lam I: (n_iter+1, ..., [N+1,] d).
+
+    M_0 = alpha A is a polynomial in A, and M_{k+1} = 2 M_k - M_k A M_k keeps it one, so every M_k
+    shares A's eigenvectors: with A = V diag(a) V^T, M_k = V diag(m_k) V^T where
+
+        m_0 = alpha a,    m_{k+1} = 2 m_k - m_k^2 a      (the iteration, on each eigenvalue)
+
+    and w_k = V (m_k * V^T b): one eigendecomposition per fit instead of two d x d products per
+    iteration. This equals :func:`newton_schulz` (A)[k] b up to round-off wherever the iteration
+    converges (0 < alpha a^2 < 2), and shares its rank caveat (m_k ~ 2^k alpha a for a ~ eps).
+    alpha: a number, or a tensor broadcasting to (..., [N+1]).
+    """
+    _check_steps("n_iter", n_iter)
     S, b = statistics(x, y, prefix=prefix)
-    A = S + lam * torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
-    return _matvec(newton_schulz(A, alpha=alpha, n_iter=n_iter), b)
+    a, V = torch.linalg.eigh(S)
+    a = a + lam
+    m = _per_fit("alpha", alpha, _fit_shape(x, prefix), x) * a  # (..., [N+1,] d)
+    ms = [m]
+    for _ in range(n_iter):
+        m = 2 * m - m * m * a
+        ms.append(m)
+    coefficients = torch.stack(ms, dim=-1) * _matvec(V.mT, b).unsqueeze(-1)  # (..., d, n_iter + 1)
+    return (V @ coefficients).movedim(-1, 0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,19 +266,158 @@ def pinv_psd(A: Tensor, rtol: float | None = None) -> Tensor:
     return (evecs * inv.unsqueeze(-2)) @ evecs.transpose(-1, -2)
 
 
+def _fold_rows(Rz: Tensor, rows: Tensor) -> Tensor:
+    """Least squares after each row: fold rows (..., M, d+1) = [x_k | y_k] one after another into the
+    upper triangular factor Rz (..., d, d+1) = [R | z] of a least-squares problem and solve; returns
+    (..., M, d), entry k the solution with rows 0 .. k added. (The factor of [A; x^T] is that of
+    [R; x^T]: this is QR updating, O(d^2) per row.)
+
+    Row k is zeroed left to right by Givens rotations: the one at column j turns the pair
+    (R row j, row k) into (c R_j + s r, c r - s R_j) with c, s = R_jj / h, r_j / h and
+    h = hypot(R_jj, r_j), which puts h on the diagonal and 0 at (k, j). It needs R row j after the
+    rows before k and row k after the columns before j, so every pair with j + k = s can turn at once:
+    M + d - 1 steps over all prompts and pairs (a wavefront), not M d. Factors are kept last row
+    first (slot q = M-1-k holds the factor after row k, slot M holds Rz), so the pairs of one step are
+    diagonals of the slots: R row j before row k is slot q+1, row j. A zero pair (R_jj = r_j = 0, a
+    singular R) gives nan in that prompt only.
+    """
+    M, d = rows.shape[-2], Rz.shape[-2]
+    factors = Rz.new_empty(rows.shape[:-2] + (M + 1, d, d + 1))
+    factors[..., M, :, :] = Rz
+    r = rows.flip(-2)  # r[q] = rows[M-1-q], reduced in place
+    for s in range(M + d - 1):
+        j0, j1 = max(0, s - M + 1), min(d, s + 1)
+        q0, q1 = M - 1 - s + j0, M - 1 - s + j1
+        before = torch.diagonal(factors[..., q0 + 1:q1 + 1, j0:j1, :], dim1=-3, dim2=-2)  # (..., d+1, pairs)
+        after = torch.diagonal(factors[..., q0:q1, j0:j1, :], dim1=-3, dim2=-2)
+        row = r[..., q0:q1, :].mT
+        a = torch.diagonal(before, offset=-j0, dim1=-2, dim2=-1).unsqueeze(-2)
+        b = torch.diagonal(row, offset=-j0, dim1=-2, dim2=-1).unsqueeze(-2)
+        h = torch.hypot(a, b)
+        c, sn = a / h, b / h
+        torch.mul(before, c, out=after).addcmul_(row, sn)
+        row.mul_(c).addcmul_(before, sn, value=-1.0)
+    return _solve_upper(factors[..., :M, :, :]).flip(-2)
+
+
+def _solve_upper(Rz: Tensor) -> Tensor:
+    """w with R w = z for augmented triangular factors Rz = [R | z] (..., d, d+1), by back
+    substitution over all of them at once: w_i = (z_i - sum_{l>i} R_il w_l) / R_ii, i = d-1 .. 0."""
+    d = Rz.shape[-2]
+    w = Rz[..., d].clone()
+    for i in reversed(range(d)):
+        w[..., i] = (w[..., i] - (Rz[..., i, i + 1:d] * w[..., i + 1:]).sum(-1)) / Rz[..., i, i]
+    return w
+
+
+def _augmented(x: Tensor, y: Tensor) -> Tensor:
+    return torch.cat([x, y.unsqueeze(-1)], dim=-1)
+
+
+def _lq_prefixes(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Min-norm least squares on the first n examples for n = 0 .. m, m = min(N, d), from one LQ
+    factorisation; returns (w (..., m+1, d), R (..., m, m)).
+
+    X_m^T = Q R (Householder QR), so X_m = L Q^T with L = R^T lower triangular: row i of X is a
+    combination of the first i+1 columns of Q, and the first n rows are X_n = L_n Q_n^T with L_n, Q_n
+    the leading blocks. With X_n of full row rank its min-norm solution is w_n = Q_n L_n^{-1} y_n,
+    and as L is lower triangular, L_n^{-1} y_n is the first n entries of z = L^{-1} y_m: so
+    w_n = sum_{j<n} z_j q_j, a cumulative sum over the columns of Q.
+    """
+    m = min(x.shape[-2], x.shape[-1])
+    Q, R = torch.linalg.qr(x[..., :m, :].mT)
+    z = torch.linalg.solve_triangular(R.mT, y[..., :m, None], upper=False).squeeze(-1)
+    return _running_sum(Q * z.unsqueeze(-2), dim=-1).mT, R
+
+
+def _least_squares_fast(x: Tensor, y: Tensor, prefix: bool) -> tuple[Tensor, Tensor]:
+    """Least squares from orthogonal factorisations, assuming full rank; returns (w, T) with T a
+    triangular factor whose inverse bounds 1 / sigma_min of X (and of every prefix longer than d)."""
+    N, d = x.shape[-2:]
+    if not prefix and N > d:
+        Rz = torch.linalg.qr(_augmented(x, y), mode="r")[1][..., :d, :]
+        return _solve_upper(Rz), Rz[..., :d]
+    w, R = _lq_prefixes(x, y)
+    if not prefix:
+        return w[..., -1, :], R
+    if N > d:  # fold examples d .. N-1 into the QR factor of the first d
+        Rz = torch.linalg.qr(_augmented(x[..., :d, :], y[..., :d]), mode="r")[1]
+        w = torch.cat([w, _fold_rows(Rz, _augmented(x[..., d:, :], y[..., d:]))], dim=-2)
+    return w, R
+
+
+def _well_conditioned(x: Tensor, T: Tensor, rtol: float) -> Tensor:
+    """True for prompts on which pinv_psd(S_n, rtol) keeps every non-zero eigenvalue of every prefix.
+
+    S_n's non-zero eigenvalues are sigma_i(X_n)^2 / n, and pinv keeps them all when
+    cond(X_n)^2 < 1 / rtol. sigma_max(X_n) <= |X|_F; sigma_min(X_n) >= sigma_min(T) >= 1 / |T^{-1}|_F
+    (T is the factor of the first min(N, d) rows: for n <= d T_n^{-1} is a leading block of T^{-1},
+    and adding rows never lowers sigma_min). So cond(X_n)^2 <= |X|_F^2 |T^{-1}|_F^2 for every n.
+    """
+    eye = torch.eye(T.shape[-1], dtype=T.dtype, device=T.device)
+    inverse = torch.linalg.solve_triangular(T, eye, upper=True)
+    bound = x.square().sum((-2, -1)) * inverse.square().sum((-2, -1))
+    return bound * rtol < 1  # False for inf and nan (singular T)
+
+
 def least_squares(x: Tensor, y: Tensor, *, prefix: bool = False, rtol: float | None = None) -> Tensor:
-    """Minimum-norm least squares w = (X^T X)^+ X^T y = S^+ b: (..., [N+1,] d)."""
-    S, b = statistics(x, y, prefix=prefix)
-    return _matvec(pinv_psd(S, rtol), b)
+    """Minimum-norm least squares w = (X^T X)^+ X^T y = S^+ b: (..., [N+1,] d).
+
+    Eigenvalues of S below rtol * max count as zero (default rtol = d eps, as :func:`pinv_psd`). On
+    prompts where no prefix comes near that cutoff (:func:`_well_conditioned`) w is computed from
+    orthogonal factorisations of X (:func:`_lq_prefixes` for n <= d, QR and :func:`_fold_rows`
+    beyond), accurate to ~cond(X) eps; forming S would square that (cond(X)^2 eps, ~1e-6 at n = d for
+    Gaussian data). Other prompts, rank deficient or nearly, take pinv_psd(S) b, the definition.
+    """
+    _check_xy(x, y)
+    N, d = x.shape[-2:]
+    if N == 0:
+        return x.new_zeros(_fit_shape(x, prefix) + (d,))
+    rtol = d * torch.finfo(x.dtype).eps if rtol is None else rtol
+    w, T = _least_squares_fast(x, y, prefix)
+    ok = _well_conditioned(x, T, rtol)
+    if not bool(ok.all()):
+        S, b = statistics(x[~ok], y[~ok], prefix=prefix)
+        w[~ok] = _matvec(pinv_psd(S, rtol), b)
+    return w
 
 
-def ridge(x: Tensor, y: Tensor, *, lam: float, prefix: bool = False) -> Tensor:
-    """Ridge w = (S + lam I)^{-1} b, the minimiser of 1/(2N)|Xw - y|^2 + lam/2 |w|^2: (..., [N+1,] d)."""
-    if not lam > 0:
+def _ridge_sum_prefixes(x: Tensor, y: Tensor, lam: float | Tensor) -> Tensor:
+    """(X_n^T X_n + lam I)^{-1} X_n^T y_n for n = 0 .. N: the least-squares solution of
+    [sqrt(lam) I; X_n] w = [0; y_n], whose QR factor starts at sqrt(lam) I and takes the examples
+    one by one (:func:`_fold_rows`)."""
+    root = math.sqrt(lam) if isinstance(lam, float) else lam.sqrt().unsqueeze(-1)
+    start = root * torch.eye(x.shape[-1], x.shape[-1] + 1, dtype=x.dtype, device=x.device)  # [sqrt(lam) I | 0]
+    w = _fold_rows(start, _augmented(x, y))
+    return torch.cat([torch.zeros_like(w[..., :1, :]), w], dim=-2)
+
+
+def ridge(x: Tensor, y: Tensor, *, lam: float | Tensor, prefix: bool = False, convention: str = "mean") -> Tensor:
+    """Ridge regression: (..., [N+1,] d). lam > 0: a number, or a tensor with one per prompt (...).
+
+    convention "mean": w = (S + lam I)^{-1} b, the minimiser of 1/(2N)|Xw - y|^2 + lam/2 |w|^2.
+    convention "sum":  w = (X^T X + lam I)^{-1} X^T y, the minimiser of 1/2 |Xw - y|^2 + lam/2 |w|^2
+                       (the posterior mean for w ~ N(0, I sigma^2 / lam)). They agree at lam_sum = N lam.
+
+    Both are (G_n + mu_n I)^{-1} c_n with G_n, c_n = X_n^T X_n, X_n^T y_n and mu_n = lam (sum) or
+    max(n, 1) lam (mean). Over prefixes the sum convention folds one example at a time into a QR
+    factor (:func:`_ridge_sum_prefixes`); the mean convention, whose mu moves with n, solves each fit.
+    """
+    _check_xy(x, y)
+    if convention not in ("mean", "sum"):
+        raise ValueError(f"convention must be 'mean' or 'sum', got {convention!r}")
+    lam = _per_fit("lam", lam, tuple(x.shape[:-2]), x)  # a number or (..., 1)
+    if not (bool((lam > 0).all()) if torch.is_tensor(lam) else lam > 0 and math.isfinite(lam)):
         raise ValueError(f"ridge needs lam > 0 (use least_squares for lam = 0), got lam={lam!r}")
-    S, b = statistics(x, y, prefix=prefix)
-    A = S + lam * torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
-    return torch.linalg.solve(A, b.unsqueeze(-1)).squeeze(-1)
+    if prefix and convention == "sum":
+        return _ridge_sum_prefixes(x, y, lam)
+    G, c = sums(x, y, prefix=prefix)
+    if convention == "sum":
+        mu = lam
+    else:
+        mu = lam * (_counts(x.shape[-2], x) if prefix else float(max(x.shape[-2], 1)))
+    G.diagonal(dim1=-2, dim2=-1).add_(mu.unsqueeze(-1) if prefix else mu)
+    return torch.linalg.solve(G, c)
 
 
 # ----------------------------------------------------------------------------------------------

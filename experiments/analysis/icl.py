@@ -6,19 +6,10 @@ Pure: (task spec, model predictions or a Learner, seed) -> tidy frames with
 the run's own task (``experiments.training.config.TaskSpec``) through the trainer's sampler, in float64,
 with n_points - 1 examples in context and the last point as the query.
 
-References (linear in the query, so they plug into ``analysis_metrics.compare`` and
-``ttb compare --algorithms``):
+The task references (bayes_ridge, mixture_posterior, pool_posterior) are defined in
+:mod:`experiments.analysis.references`.
 
-    bayes_ridge        posterior mean under w ~ N(0, w_std^2 I) at noise ``sigma`` (default: the
-                       task's noise_std): ridge with lam = sigma^2 / w_std^2 (sum convention),
-                       min-norm least squares at sigma = 0
-    mixture_posterior  posterior mean under the task's mixture of noise levels
-    pool_posterior     posterior mean over the task's finite pool of weight vectors
-
-Zero noise levels enter the two posteriors as SIGMA_FLOOR * w_std (a zero level has no density on
-data; the floor makes the posterior pick the noiseless explanation whenever it fits).
-
-Tables (metric definitions as in ``analysis_metrics``: nmse = mean (yhat - y)^2 / d,
+Tables (metric definitions as in :mod:`experiments.analysis.metrics`: nmse = mean (yhat - y)^2 / d,
 prediction_difference = mean (yhat - a)^2 / d):
 
     baseline_curves(task, refs)                 nmse of each reference vs n_examples

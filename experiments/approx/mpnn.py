@@ -58,11 +58,11 @@ from constructions.approx import mpnn_selection as S
 from constructions.check.contract import Built, Case
 from experiments.approx.mpnn_study import ATTENTIONS, MPNNStudy, study_from  # noqa: F401  (re-exported)
 from experiments.common.devices import DTYPES, pick_device
-from experiments.common.ids import run_id
+from experiments.common.ids import RunSpec
 from experiments.common.seeds import DATA_STREAM, EVAL_STREAM, INIT_STREAM, derive_seed
 from experiments.sweeps.spec import Family
 from experiments.training.optim import FlatSpec, hyper_rows
-from experiments.training.trainer import EarlyStop, Loop, Trainer
+from experiments.training.trainer import Loop, SeededProblem, Trainer
 from synthetic import graphs
 
 REFERENCE_STREAM = 3
@@ -158,7 +158,7 @@ def mpnn_config(study: MPNNStudy, width: int, depth: int) -> mpnn.MPNNConfig:
 
 
 @dataclass(frozen=True)
-class MPNNRun:
+class MPNNRun(RunSpec):
     """One trained MPNN + VN: the study (only the fields that shape its training enter its
     identity), its shape (width, depth), seed and training dtype."""
 
@@ -174,14 +174,6 @@ class MPNNRun:
                   "init_std", "eval_graphs", "edge_prob")
         return {"kind": "approx_mpnn", **{k: getattr(s, k) for k in shared}, "width": self.width, "depth": self.depth,
                 "seed": self.seed, "hyper": s.hypers(), "dtype": self.dtype}
-
-    @property
-    def run_id(self) -> str:
-        return run_id(self.to_dict())
-
-    def group_key(self) -> str:
-        """The seeds of one shape train together (their optimiser settings may differ)."""
-        return json.dumps({k: v for k, v in self.to_dict().items() if k not in ("seed", "hyper")}, sort_keys=True)
 
     @property
     def steps(self) -> int:
@@ -200,7 +192,7 @@ def runs(study: MPNNStudy, dtype: str = "float32") -> list[MPNNRun]:
     return [MPNNRun(study, width, depth, seed, dtype) for width, depth in study.shapes() for seed in study.seeds]
 
 
-class MPNNProblem:
+class MPNNProblem(SeededProblem):
     """K MPNN + VN models of one shape imitating the study's attention layer, for THE trainer: fresh
     graphs every step from each model's own DATA generator (on the CPU, then moved), the layer's
     output as the target, the mean squared error as the loss, float64 evaluation on the study's
@@ -216,21 +208,14 @@ class MPNNProblem:
         self.attn = cast_attention(self.ref.attn, torch.empty(0, dtype=self.dtype, device=self.device))
 
     def init_theta(self) -> Tensor:
-        gens = [torch.Generator().manual_seed(derive_seed(r.seed, INIT_STREAM)) for r in self.runs]
         return torch.cat([self.spec.flatten_dict(mpnn.init(self.cfg, [g], std=self.study.init_std, dtype=self.dtype))
-                          for g in gens]).to(self.device)
+                          for g in self.seeded(INIT_STREAM)]).to(self.device)
 
     def hypers(self) -> list[dict]:
         return hyper_rows([self.study.hypers()] * len(self.runs), self.study.steps)
 
-    def decay_mask(self) -> Tensor:
-        return self.spec.decay_mask(self.dtype, self.device)
-
-    def early_stops(self) -> list[EarlyStop]:
-        return [EarlyStop()] * len(self.runs)
-
     def generators(self) -> list[torch.Generator]:
-        return [torch.Generator().manual_seed(derive_seed(r.seed, DATA_STREAM)) for r in self.runs]
+        return self.seeded(DATA_STREAM)
 
     @torch.no_grad()
     def batch(self, gens: list[torch.Generator], step: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -240,9 +225,6 @@ class MPNNProblem:
     def losses(self, theta: Tensor, features: Tensor, adjacency: Tensor, target: Tensor) -> Tensor:
         out = mpnn.forward(self.cfg, self.spec.views(theta), features, adjacency).out
         return (out - target).pow(2).flatten(1).mean(1)
-
-    def log_fields(self, step: int, loss: float) -> dict:
-        return {}
 
     def evaluate(self, theta: Tensor) -> list[dict]:
         measured = errors(self.cfg, self.spec.views(theta), self.ref.features, self.ref.adjacency, self.ref.target)

@@ -29,7 +29,6 @@ No files here (the sweep engine writes the runs).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -42,11 +41,11 @@ from constructions import model as M
 from constructions.approx import universal as U
 from experiments.approx.transformer_study import HYPER_FIELDS, TransformerStudy, study_from  # noqa: F401  (re-exported)
 from experiments.common.devices import DTYPES, pick_device
-from experiments.common.ids import run_id
+from experiments.common.ids import RunSpec
 from experiments.common.seeds import DATA_STREAM, EVAL_STREAM, INIT_STREAM, TARGET_STREAM, derive_seed
 from experiments.sweeps.spec import Family
 from experiments.training.optim import FlatSpec, hyper_rows
-from experiments.training.trainer import EarlyStop, Loop, Trainer
+from experiments.training.trainer import Loop, SeededProblem, Trainer
 from synthetic.targets import PROFILES, RidgeTarget, kink_probes, sample_inputs, sample_target
 
 # ----------------------------------------------------------------------------------------------
@@ -113,7 +112,7 @@ def _row(kind: str, model: str, seed, m: int, cfg: M.ModelConfig, error: float, 
 
 
 @dataclass(frozen=True)
-class TransformerRun:
+class TransformerRun(RunSpec):
     """One trained one-layer transformer: the study (only the fields that shape its training enter
     its identity), its target kind, MLP width m, seed and training dtype."""
 
@@ -130,14 +129,7 @@ class TransformerRun:
                 "steps": s.steps, "batch_size": s.batch_size, "init_std": s.init_std, "eval_inputs": s.eval_inputs,
                 "hyper": dict(s.hyper), "dtype": self.dtype}
 
-    @property
-    def run_id(self) -> str:
-        return run_id(self.to_dict())
-
-    def group_key(self) -> str:
-        """Models of one width train together (their targets, seeds and optimiser settings differ)."""
-        return json.dumps({k: v for k, v in self.to_dict().items() if k not in ("target", "seed", "hyper")},
-                          sort_keys=True)
+    PER_MODEL = ("target", "seed", "hyper")  # the models of one width train together
 
     @property
     def steps(self) -> int:
@@ -156,7 +148,7 @@ def runs(study: TransformerStudy, dtype: str = "float32") -> list[TransformerRun
             for seed in study.seeds]
 
 
-class TransformerProblem:
+class TransformerProblem(SeededProblem):
     """K one-layer transformers of one width on their ridge targets, for THE trainer: fresh inputs
     uniform in [-1, 1]^(n x d) every step from each model's own DATA generator (on the CPU, then
     moved), the mean squared error over tokens as the loss, float64 evaluation on the fixed inputs."""
@@ -170,21 +162,14 @@ class TransformerProblem:
         self.targets = [kinds[r.target] for r in self.runs]
 
     def init_theta(self) -> Tensor:
-        gens = [torch.Generator().manual_seed(derive_seed(r.seed, INIT_STREAM)) for r in self.runs]
         return torch.cat([self.spec.flatten(M.init(self.cfg, [g], std=self.study.init_std, dtype=self.dtype,
-                                                   device=self.device)) for g in gens])
+                                                   device=self.device)) for g in self.seeded(INIT_STREAM)])
 
     def hypers(self) -> list[dict]:
         return hyper_rows([dict(self.study.hyper)] * len(self.runs), self.study.steps)
 
-    def decay_mask(self) -> Tensor:
-        return self.spec.decay_mask(self.dtype, self.device)
-
-    def early_stops(self) -> list[EarlyStop]:
-        return [EarlyStop()] * len(self.runs)
-
     def generators(self) -> list[torch.Generator]:
-        return [torch.Generator().manual_seed(derive_seed(r.seed, DATA_STREAM)) for r in self.runs]
+        return self.seeded(DATA_STREAM)
 
     def batch(self, gens: list[torch.Generator], step: int) -> tuple[Tensor, Tensor]:
         s = self.study
@@ -196,9 +181,6 @@ class TransformerProblem:
     def losses(self, theta: Tensor, tokens: Tensor, y: Tensor) -> Tensor:
         out = M.forward(self.cfg, self.spec.unflatten(theta), tokens).out[..., 0]  # (K, B, n)
         return (out - y).pow(2).flatten(1).mean(1)
-
-    def log_fields(self, step: int, loss: float) -> dict:
-        return {}
 
     def evaluate(self, theta: Tensor) -> list[dict]:
         """Sup error and rmse in float64 on the target's fixed evaluation inputs, per model."""

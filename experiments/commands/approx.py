@@ -15,16 +15,15 @@ import json
 import sys
 from pathlib import Path
 
+from experiments.commands.options import engine_options
+
 
 def register(sub) -> None:
     p = sub.add_parser("approx", help="approximation constructions beside trained models: error vs width, depth, ...",
                        description=__doc__.split(" See :mod:")[0].replace("`", ""),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="experiment file (TOML), e.g. experiments/configs/approx_cpu.toml")
-    p.add_argument("--out", default=None, help="output directory (default: runs/<name>)")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, mps (default: the file's, else auto)")
-    p.add_argument("--backend", choices=("local", "ray"), default=None, help="default: the file's, else local")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    engine_options(p)
     p.add_argument("--json", action="store_true", help="print the slope table as JSON rows")
     p.set_defaults(func=approx_command)
 

@@ -12,14 +12,13 @@ import json
 import sys
 from pathlib import Path
 
+from experiments.commands.options import engine_options
+
 
 def register(sub) -> None:
     p = sub.add_parser("ood", help="train positional and standard transformers; error versus test range c")
     p.add_argument("file", help="experiment file (TOML), e.g. experiments/configs/positional_ood_cpu.toml")
-    p.add_argument("--out", default=None, help="output directory (default: runs/<name>)")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, mps (default: the file's, else auto)")
-    p.add_argument("--backend", choices=("local", "ray"), default=None, help="default: the file's, else local")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    engine_options(p)
     p.add_argument("--json", action="store_true", help="print the table as JSON rows")
     p.set_defaults(func=ood_command)
 

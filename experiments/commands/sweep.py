@@ -6,18 +6,17 @@ import json
 import sys
 from pathlib import Path
 
+from experiments.commands.options import engine_options
+
 STATUS_COLUMNS = ("run_id", "status", "step", "final_loss", "eval_nmse", "wall_s", "label")
 
 
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="train every run of a sweep file (resumes where it stopped)")
     p.add_argument("file", help="sweep file (TOML)")
-    p.add_argument("--out", default=None, help="output directory (default: runs/<sweep name>)")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, mps (default: the file's, else auto)")
-    p.add_argument("--backend", choices=("local", "ray"), default=None, help="default: the file's, else local")
+    engine_options(p, what="sweep name")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the training step")
     p.add_argument("--dry-run", action="store_true", help="print the expanded runs and batches; train nothing")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_sweep_command)
     r = sub.add_parser("runs", help="status table of a sweep directory")
     r.add_argument("dir")

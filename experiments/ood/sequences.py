@@ -19,7 +19,6 @@ Glossary: K models, B sequences per model, n values, T = n (+1 with scratch) tok
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -29,11 +28,11 @@ from torch import Tensor
 
 from constructions.model import ModelConfig, forward, init, save_weights
 from experiments.common.devices import DTYPES, pick_device
-from experiments.common.ids import run_id
+from experiments.common.ids import RunSpec
 from experiments.common.seeds import DATA_STREAM, EVAL_STREAM, INIT_STREAM, derive_seed
 from experiments.sweeps.spec import Family
 from experiments.training.optim import HYPER_DEFAULTS, FlatSpec, hyper_rows
-from experiments.training.trainer import EarlyStop, Loop, Trainer
+from experiments.training.trainer import Loop, SeededProblem, Trainer
 from synthetic.algorithmic import AlgorithmicTask, ValueRange, sample
 
 MODEL_KINDS = ("positional", "standard")
@@ -109,7 +108,7 @@ def predictions(out: Tensor, n_out: int) -> Tensor:
 
 
 @dataclass(frozen=True)
-class SeqRun:
+class SeqRun(RunSpec):
     """One sequence model: what it learns (task, n, c_train), its kind and shape, its seed and
     training. ``hyper`` holds (name, value) pairs of optimiser settings (keys of HYPER_DEFAULTS)."""
 
@@ -132,15 +131,6 @@ class SeqRun:
         return {"kind": "sequence", **out}
 
     @property
-    def run_id(self) -> str:
-        return run_id(self.to_dict())
-
-    def group_key(self) -> str:
-        """Everything but the seed and the optimiser settings, which are per model."""
-        shared = {k: v for k, v in self.to_dict().items() if k not in ("seed", "hyper")}
-        return json.dumps(shared, sort_keys=True)
-
-    @property
     def label(self) -> str:
         return f"{self.model_kind} {self.task} n={self.n} seed={self.seed}"
 
@@ -156,7 +146,7 @@ class SeqRun:
         return model_config(self.model_kind, self.n, self.shape)
 
 
-class SequenceProblem:
+class SequenceProblem(SeededProblem):
     """K sequence runs of one batch group, for THE trainer."""
 
     def __init__(self, runs: Sequence[SeqRun], device=None):
@@ -169,21 +159,14 @@ class SequenceProblem:
         self.spec = FlatSpec.of(self.cfg)
 
     def init_theta(self) -> Tensor:
-        gens = [torch.Generator().manual_seed(derive_seed(r.seed, INIT_STREAM)) for r in self.runs]
         return torch.cat([self.spec.flatten(init(self.cfg, [g], std=self.shape.init_std, dtype=self.dtype,
-                                                 device=self.device)) for g in gens])
+                                                 device=self.device)) for g in self.seeded(INIT_STREAM)])
 
     def hypers(self) -> list[dict]:
         return hyper_rows([dict(r.hyper) for r in self.runs], self.runs[0].steps)
 
-    def decay_mask(self) -> Tensor:
-        return self.spec.decay_mask(self.dtype, self.device)
-
-    def early_stops(self) -> list[EarlyStop]:
-        return [EarlyStop()] * len(self.runs)
-
     def generators(self, stream: int = DATA_STREAM) -> list[torch.Generator]:
-        return [torch.Generator(device=self.device).manual_seed(derive_seed(r.seed, stream)) for r in self.runs]
+        return self.seeded(stream, self.device)
 
     def batch(self, gens: list[torch.Generator], step: int) -> tuple[Tensor, Tensor]:
         b = sample(self.task, gens, self.runs[0].batch_size, device=self.device, dtype=self.dtype)
@@ -192,9 +175,6 @@ class SequenceProblem:
     def losses(self, theta: Tensor, tokens: Tensor, targets: Tensor) -> Tensor:
         out = forward(self.cfg, self.spec.unflatten(theta), tokens).out
         return (predictions(out, self.task.n_out) - targets).pow(2).flatten(1).mean(1)
-
-    def log_fields(self, step: int, loss: float) -> dict:
-        return {}
 
     def evaluate(self, theta: Tensor) -> list[dict]:
         """In distribution (the training range): mse and relative squared error per model."""

@@ -30,6 +30,7 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import Tensor
 
+from experiments.common.seeds import derive_seed
 from experiments.training.optim import FlatSpec, Hyper, adamw_, clip_coef, grad_norms, lr_at
 
 
@@ -78,6 +79,25 @@ class Problem(Protocol):
     def evaluate(self, theta: Tensor) -> list[dict]: ...  # per model, after training
 
     def save_weights(self, path, theta_k: Tensor) -> None: ...  # one model's (1, P) weights
+
+
+class SeededProblem:
+    """Defaults for a :class:`Problem` whose runs each carry a ``seed``: streams derived from it
+    (``experiments.common.seeds``), weight decay on matrices only, no early stopping, nothing to log
+    beyond the loss. A family sets ``runs``, ``spec``, ``device``, ``dtype`` and the rest."""
+
+    def seeded(self, stream: int, device=None) -> list[torch.Generator]:
+        """One generator per model for ``stream`` of its seed (on ``device``, default the CPU)."""
+        return [torch.Generator(device=device or "cpu").manual_seed(derive_seed(r.seed, stream)) for r in self.runs]
+
+    def decay_mask(self) -> Tensor:
+        return self.spec.decay_mask(self.dtype, self.device)
+
+    def early_stops(self) -> list[EarlyStop]:
+        return [EarlyStop()] * len(self.runs)
+
+    def log_fields(self, step: int, loss: float) -> dict:
+        return {}
 
 
 class StepState(NamedTuple):
