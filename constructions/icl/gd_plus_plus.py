@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import torch
 
-from constructions import model as M
 from constructions.check import domains
 from constructions.check.contract import Built, Case, Construction, positive_float, positive_int, require
 from constructions.icl.layerwise import EXAMPLES, QUERY, READOUT, Claim, layer_errors
-from constructions.icl.preconditioned_gd import config, embedding, paint_gd_step
+from constructions.icl.preconditioned_gd import canvas, config, paint_gd_step
 from constructions.paint import paint_head
 from constructions.reference import algorithms
 from constructions.tokens import example_tokens
@@ -40,8 +39,7 @@ def build(d: int, n_steps: int, eta: float, gamma: float) -> Built:
     positive_float("eta", eta)
     require(isinstance(gamma, (int, float)) and gamma >= 0, f"gamma must be a number >= 0, got {gamma!r}")
     cfg = config(d, n_steps, n_heads=2)
-    w = M.zeros(cfg)
-    embedding(cfg, w, d)
+    w = canvas(cfg, d)
     eye = torch.eye(d, dtype=torch.float64)
     for layer in range(n_steps):
         paint_gd_step(w, cfg.layout, layer, eta * eye, head=0)

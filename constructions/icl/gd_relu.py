@@ -26,7 +26,7 @@ import torch
 from constructions import model as M
 from constructions.check.contract import Built, Construction, positive_float, positive_int
 from constructions.icl.gd import errors, sample
-from constructions.icl.preconditioned_gd import config, embedding, paint_gd_step
+from constructions.icl.preconditioned_gd import canvas, config, paint_gd_step
 
 
 def relu_config(d: int, n_steps: int) -> M.ModelConfig:
@@ -40,8 +40,7 @@ def build(d: int, n_steps: int, eta: float) -> Built:
     positive_int("n_steps", n_steps)
     positive_float("eta", eta)
     cfg = relu_config(d, n_steps)
-    w = M.zeros(cfg)
-    embedding(cfg, w, d)
+    w = canvas(cfg, d)
     P = eta * torch.eye(d, dtype=torch.float64)
     for layer in range(n_steps):
         paint_gd_step(w, cfg.layout, layer, P, head=0)

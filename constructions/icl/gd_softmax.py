@@ -46,7 +46,7 @@ from constructions import model as M
 from constructions.check import domains
 from constructions.check.contract import Built, Case, Construction, RateSweep, positive_float, positive_int
 from constructions.icl.layerwise import EXAMPLES, Claim, layer_errors
-from constructions.icl.preconditioned_gd import embedding, gd_claims
+from constructions.icl.preconditioned_gd import canvas, gd_claims
 from constructions.paint import paint_head
 from constructions.reference import algorithms
 from constructions.tokens import example_tokens
@@ -69,8 +69,7 @@ def build(d: int, n_steps: int, eta: float, eps: float) -> Built:
     positive_float("eta", eta)
     positive_float("eps", eps)
     cfg = config(d, n_steps)
-    w = M.zeros(cfg)
-    embedding(cfg, w, d)
+    w = canvas(cfg, d)
     eye = torch.eye(d, dtype=torch.float64)
     e1 = eye[:1]
     for layer in range(n_steps):

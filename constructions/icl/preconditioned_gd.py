@@ -46,10 +46,13 @@ def config(d: int, n_steps: int, n_heads: int = 1) -> M.ModelConfig:
                          layout=layout(d))
 
 
-def embedding(cfg: M.ModelConfig, w: M.Weights, d: int) -> None:
-    """Tokens (x, y) copy into the x and y slots; readout -y (the query's y slot holds -w.x_q)."""
+def canvas(cfg: M.ModelConfig, d: int) -> M.Weights:
+    """Zero weights of ``cfg`` with the GD family's embedding and readout: tokens (x, y) copy into the
+    x and y slots; the readout is -y (the query's y slot holds -w.x_q)."""
+    w = M.zeros(cfg)
     w.W_E[:] = selector(cfg.layout, {"x": 0, "y": d}, d + 1)
     w.W_U[:] = unit(cfg.layout, "y", -1.0)
+    return w
 
 
 def paint_gd_step(w: M.Weights, lay: M.Layout, layer: int, P: torch.Tensor, head: int = 0) -> None:
@@ -70,8 +73,7 @@ def build(d: int, n_steps: int, P: torch.Tensor) -> Built:
             f"P must have shape ({d}, {d}) or ({n_steps}, {d}, {d}), got {tuple(P.shape)}")
     Ps = P.expand(n_steps, d, d) if P.dim() == 2 else P
     cfg = config(d, n_steps)
-    w = M.zeros(cfg)
-    embedding(cfg, w, d)
+    w = canvas(cfg, d)
     for layer in range(n_steps):
         paint_gd_step(w, cfg.layout, layer, Ps[layer])
     return Built(cfg, w)
