@@ -122,6 +122,10 @@ def test_runs_group_by_shape_and_chunk_by_max_models(tmp_path):
     ("[train]\nlog_every = 10\ncheckpoint_every = 15", ["train.checkpoint_every", "train.log_every"]),
     ("[model]\nd_model = 10\nn_heads = 3", ["model.d_head", "model.n_heads"]),
     ("[train]\ndtype = 'float16'", ["train.dtype", "'float32'", "'float64'"]),
+    # an explicit 0 used to mean "1 / sqrt(d_head)" silently (the stored encoding of the default)
+    ("[model]\nbeta = 0.0", ["model.beta", "positive", "leave model.beta out"]),
+    ("[grid]\n'model.beta' = [0.5, 0]", ["model.beta", "grid point 1"]),
+    ("[sweep]\ndevice = 'cpu:banana'", ["sweep.device", "cuda:N"]),
 ])
 def test_a_bad_sweep_file_names_the_field_and_allowed_values_before_anything_runs(tmp_path, text, names, capsys):
     path = tmp_path / "bad.toml"
