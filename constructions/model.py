@@ -81,8 +81,8 @@ def norm(cfg: ModelConfig, p: Norm | None, h: Tensor) -> Tensor:
     if cfg.norm == "none" or p is None:
         return h
     if cfg.norm == "layernorm":
-        h = h - h.mean(-1, keepdim=True)
-    if cfg.norm == "crmsnorm":
+        h = F.layer_norm(h, h.shape[-1:], eps=cfg.norm_eps)  # (h - mean) / sqrt(var + eps), one kernel
+    elif cfg.norm == "crmsnorm":
         # h holds the first D-1 coordinates of a zero-mean D-vector z (the last is -sum(h)), so
         # mean(z^2) = (|h|^2 + (sum h)^2) / (D_stored + 1): RMSNorm of z without storing it.
         ms = (h.pow(2).sum(-1, keepdim=True) + h.sum(-1, keepdim=True).pow(2)) / (h.shape[-1] + 1)
@@ -93,6 +93,27 @@ def norm(cfg: ModelConfig, p: Norm | None, h: Tensor) -> Tensor:
     if p.b is not None:
         h = h + p.b[:, None, None, :]
     return h
+
+
+def linear(x: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
+    """x (K, B, T, i) @ W (K, i, o) + b (K, o) -> (K, B, T, o): one batched matmul for the K models."""
+    K, B, T, i = x.shape
+    flat = x.reshape(K, B * T, i)
+    out = torch.bmm(flat, W) if b is None else torch.baddbmm(b.unsqueeze(1), flat, W)
+    return out.view(K, B, T, W.shape[-1])
+
+
+def heads(x: Tensor, Ws: list[Tensor], bs: list[Tensor | None]) -> list[Tensor]:
+    """Per-head projections of x (K, B, T, D) by W (K, H, D, Dh) (+ b (K, H, Dh)), several at once
+    in one matmul: a list of (K, B, H, T, Dh)."""
+    K, B, T, D = x.shape
+    H, Dh = Ws[0].shape[1], Ws[0].shape[-1]
+    W = torch.cat([w.transpose(1, 2).reshape(K, D, H * Dh) for w in Ws], dim=-1)  # (K, D, n H Dh): small
+    b = None if all(v is None for v in bs) else \
+        torch.cat([torch.zeros(K, H * Dh, dtype=x.dtype, device=x.device) if v is None else v.reshape(K, H * Dh)
+                   for v in bs], dim=-1)
+    out = linear(x, W, b)
+    return [part.view(K, B, T, H, Dh).transpose(2, 3) for part in out.split(H * Dh, dim=-1)]
 
 
 def key_mask(kind: str, T: int, device=None) -> Tensor:
@@ -137,55 +158,76 @@ ATTENTION_WEIGHTS = {"softmax": _softmax_weights, "linear": _linear_weights, "re
                      "normalized": _normalized_weights}
 
 
-def attention_pattern(cfg: ModelConfig, p: Attention, h: Tensor, kind: str | None = None) -> Tensor:
-    """Attention weights (K, B, H, T, T) for input h (K, B, T, D); kind defaults to cfg.attention."""
-    kind = cfg.attention if kind is None else kind
-    if kind not in ATTENTION_WEIGHTS:
-        raise ValueError(f"attention kind must be one of {ATTENTION_KINDS}, got {kind!r}")
+def _queries_keys(cfg: ModelConfig, p: Attention, h: Tensor) -> tuple[Tensor, Tensor]:
+    """q, k (K, B or 1, H, T, Dh): from the stream, or from one-hot positions (the same for every input)."""
     K, B, T, D = h.shape
     if cfg.qk_source == "positions":  # one-hot positions in: row t of W_Q / W_K is position t's vector
         if T > cfg.n_qk_positions:
             raise ValueError(f"prompt has {T} tokens but positional attention has n_qk_positions={cfg.n_qk_positions}")
         q = p.W_Q[:, None, :, :T, :] + _bias(p.b_Q, (K, 1, -1, 1, cfg.d_head))  # (K, 1, H, T, Dh)
         k = p.W_K[:, None, :, :T, :] + _bias(p.b_K, (K, 1, -1, 1, cfg.d_head))
-    else:
-        q = torch.einsum("kbtd,khde->kbhte", h, p.W_Q) + _bias(p.b_Q, (K, 1, -1, 1, cfg.d_head))
-        k = torch.einsum("kbtd,khde->kbhte", h, p.W_K) + _bias(p.b_K, (K, 1, -1, 1, cfg.d_head))
+        return q, k
+    q, k = heads(h, [p.W_Q, p.W_K], [p.b_Q, p.b_K])
+    return q, k
+
+
+def attention_pattern(cfg: ModelConfig, p: Attention, h: Tensor, kind: str | None = None) -> Tensor:
+    """Attention weights (K, B, H, T, T) for input h (K, B, T, D); kind defaults to cfg.attention."""
+    kind = cfg.attention if kind is None else kind
+    if kind not in ATTENTION_WEIGHTS:
+        raise ValueError(f"attention kind must be one of {ATTENTION_KINDS}, got {kind!r}")
+    K, B, T, D = h.shape
+    q, k = _queries_keys(cfg, p, h)
     scores = (q @ k.transpose(-1, -2)).expand(K, B, -1, T, T)  # (K, B, H, T, T)
     return ATTENTION_WEIGHTS[kind](cfg, scores, key_mask(cfg.mask, T, h.device))
 
 
-def attention(cfg: ModelConfig, p: Attention, h: Tensor, pattern: Tensor | None = None) -> Tensor:
-    """Multi-head attention output (K, B, T, D); sums heads through W_O."""
-    K = h.shape[0]
-    if pattern is None:
-        pattern = attention_pattern(cfg, p, h)
-    v = torch.einsum("kbtd,khde->kbhte", h, p.W_V) + _bias(p.b_V, (K, 1, -1, 1, cfg.d_head))
-    z = pattern @ v  # (K, B, H, T, Dh)
-    out = torch.einsum("kbhte,khed->kbtd", z, p.W_O)
-    return out + _bias(p.b_O, (K, 1, 1, -1))
+def _fused_softmax(cfg: ModelConfig, p: Attention, h: Tensor) -> Tensor:
+    """Softmax attention's mixed values z (K, B, H, T, Dh) in one fused kernel (the pattern is never
+    materialised): q, k, v from one matmul, then scaled_dot_product_attention over K * B prompts."""
+    K, B, T, D = h.shape
+    q, k, v = heads(h, [p.W_Q, p.W_K, p.W_V], [p.b_Q, p.b_K, p.b_V])
+    causal = cfg.mask == "causal"
+    mask = None if causal or cfg.mask == "full" else key_mask(cfg.mask, T, h.device)
+    z = F.scaled_dot_product_attention(*(t.reshape(K * B, cfg.n_heads, T, cfg.d_head) for t in (q, k, v)),
+                                       attn_mask=mask, is_causal=causal, scale=cfg.softmax_beta)
+    return z.view(K, B, cfg.n_heads, T, cfg.d_head)
+
+
+def attention(cfg: ModelConfig, p: Attention, h: Tensor, pattern: Tensor | None = None, kind: str | None = None
+              ) -> Tensor:
+    """Multi-head attention output (K, B, T, D); sums heads through W_O. With no ``pattern`` given,
+    softmax attention on the stream runs fused (:func:`_fused_softmax`); other kinds build theirs."""
+    K, B, T, D = h.shape
+    kind = cfg.attention if kind is None else kind
+    if pattern is None and kind == "softmax" and cfg.qk_source == "residual":
+        z = _fused_softmax(cfg, p, h)
+    else:
+        if pattern is None:
+            pattern = attention_pattern(cfg, p, h, kind)
+        (v,) = heads(h, [p.W_V], [p.b_V])
+        z = pattern @ v  # (K, B, H, T, Dh)
+    z = z.transpose(2, 3).reshape(K, B, T, cfg.n_heads * cfg.d_head)
+    return linear(z, p.W_O.reshape(K, cfg.n_heads * cfg.d_head, D), p.b_O)
+
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": lambda a: F.gelu(a, approximate="tanh"),
+               "identity": lambda a: a}
 
 
 def mlp(cfg: ModelConfig, p: MLP, h: Tensor) -> Tensor:
     """Position-wise MLP (K, B, T, D) -> (K, B, T, D)."""
-    K = h.shape[0]
-    a = torch.einsum("kbtd,kdm->kbtm", h, p.W_in) + _bias(p.b_in, (K, 1, 1, -1))
-    if cfg.mlp == "relu":
-        a = F.relu(a)
-    elif cfg.mlp == "gelu":
-        a = F.gelu(a)
-    elif cfg.mlp == "gelu_tanh":
-        a = F.gelu(a, approximate="tanh")
-    return torch.einsum("kbtm,kmd->kbtd", a, p.W_out) + _bias(p.b_out, (K, 1, 1, -1))
+    return linear(ACTIVATIONS[cfg.mlp](linear(h, p.W_in, p.b_in)), p.W_out, p.b_out)
 
 
 def block(cfg: ModelConfig, p: Block, h: Tensor, keep: dict | None = None, layer: int = 0) -> Tensor:
     """One pre-norm block: h + attn(norm(h)), then h + mlp(norm(h)) (no residual if disabled)."""
-    x = norm(cfg, p.ln1, h)
-    pattern = attention_pattern(cfg, p.attn, x, cfg.attention_kind(layer))
+    x, kind = norm(cfg, p.ln1, h), cfg.attention_kind(layer)
+    pattern = None
     if keep is not None:
+        pattern = attention_pattern(cfg, p.attn, x, kind)
         keep["attention"].append(pattern)
-    a = attention(cfg, p.attn, x, pattern)
+    a = attention(cfg, p.attn, x, pattern, kind)
     if cfg.mlp_input == "concat":  # MLP([h, attention output]) replaces the stream: no residual
         return mlp(cfg, p.mlp, torch.cat([h, a], dim=-1))
     h = h + a if cfg.residual else a
@@ -205,7 +247,7 @@ def embed(cfg: ModelConfig, w: Weights, tokens: Tensor) -> Tensor:
             f"tokens must have shape (B, T, d_in={cfg.d_in}) or (K={w.K}, B, T, d_in={cfg.d_in}), got {given}"
         )
     T = tokens.shape[2]
-    h = torch.einsum("kbti,kid->kbtd", tokens, w.W_E) + _bias(w.b_E, (w.K, 1, 1, -1))
+    h = linear(tokens, w.W_E, w.b_E)
     if cfg.n_positions:
         if T > cfg.n_positions:
             raise ValueError(f"prompt has {T} tokens but the model has n_positions={cfg.n_positions}")
@@ -216,7 +258,7 @@ def embed(cfg: ModelConfig, w: Weights, tokens: Tensor) -> Tensor:
 def readout(cfg: ModelConfig, w: Weights, h: Tensor) -> Tensor:
     """The model's readout (final norm, then unembedding) on any residual (K, B, T, D)."""
     h = norm(cfg, w.ln_f, h) if cfg.final_norm else h
-    return torch.einsum("kbtd,kdo->kbto", h, w.W_U) + _bias(w.b_U, (w.K, 1, 1, -1))
+    return linear(h, w.W_U, w.b_U)
 
 
 @dataclass

@@ -95,6 +95,10 @@ def test_flat_buffer_round_trips_typed_weights_and_decays_only_matrices():
     decay = spec.decay_mask(torch.float64)
     w = spec.unflatten(decay.expand(1, -1))
     assert float(w.W_E.min()) == 1.0 and float(w.b_E.max()) == 0.0 and float(w.blocks[0].ln1.w.max()) == 0.0
+    attn = w.blocks[0].attn
+    assert float(attn.W_Q.min()) == 1.0 and float(w.W_pos.min()) == 1.0
+    # the per-head biases are (H, Dh) per model: two axes, but biases all the same (no decay)
+    assert max(float(b.max()) for b in (attn.b_Q, attn.b_K, attn.b_V, attn.b_O)) == 0.0
 
 
 def test_curriculum_grows_points_and_dimensions_up_to_the_task_size():
@@ -234,11 +238,12 @@ def test_compiled_step_runs_on_cuda_and_matches_eager():
 def test_bench_train_reports_loop_and_batched_rates_for_each_shape_and_K():
     from experiments.training import bench as train_bench
 
-    rows = train_bench.run(ks=(1, 2), steps=1, device="cpu", shapes=["tiny"], progress=False)
-    assert [(r["shape"], r["K"]) for r in rows] == [("tiny", 1), ("tiny", 2)]
+    rows = train_bench.run(ks=(1, 2), steps=1, device="cpu", shapes=["tiny", "lsa"], progress=False)
+    assert [(r["shape"], r["K"]) for r in rows] == [("tiny", 1), ("tiny", 2), ("lsa", 1), ("lsa", 2)]
     for r in rows:
-        assert r["loop_steps_per_s"] > 0 and r["batched_steps_per_s"] > 0
+        assert r["plain_steps_per_s"] > 0 and r["loop_steps_per_s"] > 0 and r["batched_steps_per_s"] > 0
         assert r["ratio"] == pytest.approx(r["batched_steps_per_s"] / r["loop_steps_per_s"])
+        assert r["ratio_vs_plain"] == pytest.approx(r["batched_steps_per_s"] / r["plain_steps_per_s"])
     assert "tiny" in train_bench.format_table(rows)
     with pytest.raises(ValueError, match="shape must be one of"):
         train_bench.run(shapes=["huge"])

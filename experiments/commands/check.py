@@ -13,16 +13,12 @@ from __future__ import annotations
 import json
 import sys
 
-import torch
-
-from constructions.check.run import run_check
-from constructions.registry import CONSTRUCTIONS, get
-
 
 def register(sub) -> None:
     p = sub.add_parser("check", help="check constructions against their reference algorithms",
                        description=__doc__.split("\n\n", 1)[1])
-    p.add_argument("names", nargs="*", metavar="NAME", help=f"constructions (default: all): {', '.join(CONSTRUCTIONS)}")
+    p.add_argument("names", nargs="*", metavar="NAME", help="constructions (default: all; --list names them)")
+    p.add_argument("--list", action="store_true", help="print every construction's name, class and claim, and exit")
     p.add_argument("--seed", type=int, default=0, help="seed of the random instances (default 0)")
     p.add_argument("--cases", type=int, default=16, help="random instances per construction (default 16)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
@@ -32,6 +28,9 @@ def register(sub) -> None:
 
 
 def _row(name: str, args) -> dict:
+    from constructions.check.run import run_check
+    from constructions.registry import get
+
     c = get(name)
     row = run_check(c, seed=args.seed, n_cases=args.cases).to_json()
     row["algorithm"], row["bound_note"] = c.algorithm, c.bound_note
@@ -80,6 +79,13 @@ def ok(row: dict) -> bool:
 
 
 def run(args) -> int:
+    import torch
+
+    from constructions.registry import CONSTRUCTIONS, get
+
+    if args.list:
+        print("\n".join(f"{c.name:28} {c.exactness:14} {c.summary}" for c in CONSTRUCTIONS.values()))
+        return 0
     names = args.names or list(CONSTRUCTIONS)
     for name in names:
         get(name)  # unknown names fail before any work

@@ -1,10 +1,18 @@
-"""`ttb bench train`: K models trained one after another vs K models batched, in one run.
+"""`ttb bench train`: THE trainer against a plain PyTorch loop, in one run.
 
-Both ways use the same trainer and forward pass on the same settings: the loop trains K separate
-K = 1 trainers (own parameters, own optimiser state) one after another; the batched way is one
-trainer with K models. Warm-up steps are not timed; on a GPU the device is synchronised before
-each clock read. Reported: model-steps per second for both and their ratio; on CUDA also the
-achieved model FLOP/s of the batched way and its fraction of the card's peak, where model FLOPs per
+Three ways to train K models of one shape, on the same data with the same hyperparameters:
+
+    plain     what people write by hand (:mod:`experiments.training.plain`): an ``nn.Module``,
+              ``torch.optim.AdamW``, ``loss.backward()``, one model after another
+    loop      THE trainer with K = 1, one model after another
+    batched   THE trainer with all K models in one step
+
+Reported per (shape, K): model-steps per second of each (``plain_steps_per_s``,
+``loop_steps_per_s``, ``batched_steps_per_s``), ``ratio_vs_plain`` = batched / plain (the number
+that counts) and ``ratio`` = batched / loop. Every model costs the same, so the two one-by-one
+ways time min(K, ``LOOP_MODELS``) models and report their rate per model-step. Warm-up steps are
+not timed; on a GPU the device is synchronised before each clock read. On CUDA also the achieved
+model FLOP/s of the batched way and its fraction of the card's peak, where model FLOPs per
 model-step = 6 * params * tokens (forward + backward) + 12 * layers * B * T^2 * width (attention
 scores and mixing, forward + backward), tokens = B * T.
 """
@@ -18,16 +26,29 @@ from tqdm.auto import tqdm
 
 from experiments.common.devices import pick_device
 from experiments.training.config import RunConfig
+from experiments.training.plain import PlainTrainer
 from experiments.training.regression import make_trainer
-from experiments.training.trainer import Trainer
 
-# name -> (layers, width, tokens, batch): an overhead-bound and a compute-bound shape.
+# name -> the run's task / model / train fields (d_model, n_heads, ... as in a sweep file).
 SHAPES = {
-    "tiny": {"n_layers": 2, "d_model": 64, "n_tokens": 40, "batch_size": 4},
-    "compute": {"n_layers": 4, "d_model": 64, "n_tokens": 80, "batch_size": 64},
+    # one linear self-attention layer on one token per example (von Oswald et al.): overhead-bound
+    "lsa": {"task": {"d": 10, "n_points": 11, "format": "example"},
+            "model": {"n_layers": 1, "d_model": 11, "n_heads": 1, "d_head": 11, "attention": "linear", "mlp": "none",
+                      "norm": "none", "final_norm": False, "bias": False},
+            "train": {"batch_size": 512, "grad_clip": 0.0}},
+    # the smallest GPT-2 of Garg et al.: 3 layers, width 64, 2 heads, d = 5, 11 points, batch 64
+    "gpt2_small": {"task": {"d": 5, "n_points": 11, "format": "interleaved"},
+                   "model": {"n_layers": 3, "d_model": 64, "n_heads": 2, "mlp": "gelu_tanh"},
+                   "train": {"batch_size": 64}},
+    # 2 layers, width 64, 4 heads, 40 tokens, batch 4: almost all overhead
+    "tiny": {"task": {"d": 20, "n_points": 20, "format": "interleaved"},
+             "model": {"n_layers": 2, "d_model": 64, "n_heads": 4}, "train": {"batch_size": 4}},
+    # 4 layers, width 64, 80 tokens, batch 64: compute-bound on a CPU
+    "compute": {"task": {"d": 20, "n_points": 40, "format": "interleaved"},
+                "model": {"n_layers": 4, "d_model": 64, "n_heads": 4}, "train": {"batch_size": 64}},
 }
-D_INPUT = 20  # regression dimension d (tokens carry d + 1 features)
 WARMUP_STEPS = 3
+LOOP_MODELS = 2
 
 # Dense peak FLOP/s by card (vendor data sheets); "tf32" = float32 matmuls on tensor cores.
 PEAK_FLOPS = {
@@ -40,13 +61,11 @@ PEAK_FLOPS = {
 
 
 def shape_runs(shape: str, K: int) -> list[RunConfig]:
+    """K runs of the named shape (seeds 0 .. K-1), long enough that no schedule ends while timed."""
     s = SHAPES[shape]
-    n_points = s["n_tokens"] // 2  # interleaved: two tokens per point
-    return [RunConfig.from_dict({
-        "task": {"d": D_INPUT, "n_points": n_points, "format": "interleaved"},
-        "model": {"n_layers": s["n_layers"], "d_model": s["d_model"], "n_heads": 4},
-        "train": {"steps": 10**6, "batch_size": s["batch_size"], "seed": k, "lr": 1e-4, "log_every": 10**6},
-    }) for k in range(K)]
+    return [RunConfig.from_dict({"task": s["task"], "model": s["model"],
+                                 "train": {"steps": 10**6, "lr": 1e-4, "log_every": 10**6, "seed": k, **s["train"]}})
+            for k in range(K)]
 
 
 def model_flops(run: RunConfig, n_params: int) -> float:
@@ -75,31 +94,40 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _timed_steps(trainers: list[Trainer], steps: int, device: torch.device) -> float:
-    """Warm each trainer up, then time ``steps`` steps of each, one trainer after another."""
-    states = [t.initial_state() for t in trainers]
-    for t, s in zip(trainers, states):
+def timed(steppers: list, steps: int, device: torch.device) -> float:
+    """Warm every stepper up, then seconds for ``steps`` steps of each, one after another."""
+    for step in steppers:
         for _ in range(WARMUP_STEPS):
-            t.step(s)
+            step()
     _sync(device)
     start = time.perf_counter()
-    for t, s in zip(trainers, states):
+    for step in steppers:
         for _ in range(steps):
-            t.step(s)
+            step()
     _sync(device)
     return time.perf_counter() - start
 
 
-def measure(shape: str, K: int, steps: int, device: torch.device) -> dict:
+def _trainer_stepper(runs: list[RunConfig], device, compile: bool = False):
+    trainer = make_trainer(runs, device=device, compile=compile)
+    state = trainer.initial_state()
+    return trainer, lambda: trainer.step(state)
+
+
+def measure(shape: str, K: int, steps: int, device: torch.device, compile: bool = False) -> dict:
     runs = shape_runs(shape, K)
-    loop_s = _timed_steps([make_trainer([r], device=device) for r in runs], steps, device)
-    batched = make_trainer(runs, device=device)
-    batched_s = _timed_steps([batched], steps, device)
+    few = runs[:LOOP_MODELS]
+    plain_s = timed([PlainTrainer(r, device=device).step for r in few], steps, device)
+    loop_s = timed([_trainer_stepper([r], device, compile)[1] for r in few], steps, device)
+    batched, step = _trainer_stepper(runs, device, compile)
+    batched_s = timed([step], steps, device)
     row = {"shape": shape, "K": K, "steps": steps, "device": str(device),
-           "loop_steps_per_s": K * steps / loop_s, "batched_steps_per_s": K * steps / batched_s}
+           "plain_steps_per_s": len(few) * steps / plain_s, "loop_steps_per_s": len(few) * steps / loop_s,
+           "batched_steps_per_s": K * steps / batched_s}
     row["ratio"] = row["batched_steps_per_s"] / row["loop_steps_per_s"]
-    name, peak = peak_flops(device)
+    row["ratio_vs_plain"] = row["batched_steps_per_s"] / row["plain_steps_per_s"]
     if device.type == "cuda":
+        name, peak = peak_flops(device)
         flops = model_flops(runs[0], batched.spec.n_params)
         row.update(device_name=name, model_flops_per_step=flops,
                    achieved_flops_per_s=flops * row["batched_steps_per_s"], peak_flops_per_s=peak,
@@ -107,9 +135,9 @@ def measure(shape: str, K: int, steps: int, device: torch.device) -> dict:
     return row
 
 
-def run(ks=(1, 8, 32), steps: int = 20, device: str | None = None, shapes: list[str] | None = None,
-        progress: bool = True) -> list[dict]:
-    """One row per (shape, K): loop and batched model-steps per second, their ratio (and FLOP/s on CUDA)."""
+def run(ks=(1, 8, 32), steps: int = 10, device: str | None = None, shapes: list[str] | None = None,
+        progress: bool = True, compile: bool = False) -> list[dict]:
+    """One row per (shape, K): see the module docstring."""
     shapes = list(SHAPES) if shapes is None else shapes
     for s in shapes:
         if s not in SHAPES:
@@ -118,20 +146,22 @@ def run(ks=(1, 8, 32), steps: int = 20, device: str | None = None, shapes: list[
         raise ValueError(f"steps and every K must be >= 1, got steps={steps}, ks={tuple(ks)}")
     dev = pick_device(device)
     jobs = [(s, int(k)) for s in shapes for k in ks]
-    return [measure(s, k, steps, dev) for s, k in tqdm(jobs, desc="bench train", disable=not progress)]
+    return [measure(s, k, steps, dev, compile) for s, k in tqdm(jobs, desc="bench train", disable=not progress)]
 
 
 def format_table(rows: list[dict]) -> str:
     on_gpu = any("achieved_flops_per_s" in r for r in rows)
-    head = f"{'shape':8} {'K':>4} {'loop model-steps/s':>19} {'batched model-steps/s':>22} {'ratio':>7}"
-    lines = [head + (f" {'TFLOP/s':>8} {'of peak':>8}" if on_gpu else "")]
+    head = (f"{'shape':10} {'K':>4} {'plain':>9} {'loop':>9} {'batched':>9} {'vs plain':>9} {'vs loop':>8}"
+            + (f" {'TFLOP/s':>8} {'of peak':>8}" if on_gpu else ""))
+    lines = ["model-steps per second", head]
     for r in rows:
-        line = (f"{r['shape']:8} {r['K']:4d} {r['loop_steps_per_s']:19.1f} {r['batched_steps_per_s']:22.1f} "
-                f"{r['ratio']:6.1f}x")
+        line = (f"{r['shape']:10} {r['K']:4d} {r['plain_steps_per_s']:9.1f} {r['loop_steps_per_s']:9.1f} "
+                f"{r['batched_steps_per_s']:9.1f} {r['ratio_vs_plain']:8.2f}x {r['ratio']:7.2f}x")
         if on_gpu:
             frac = r.get("fraction_of_peak")
             line += f" {r['achieved_flops_per_s'] / 1e12:8.2f} " + ("       -" if frac is None else f"{frac:8.1%}")
         lines.append(line)
     device = rows[0].get("device_name", rows[0]["device"]) if rows else "-"
-    lines.append(f"device: {device}; {rows[0]['steps'] if rows else 0} timed steps after {WARMUP_STEPS} warm-up")
+    lines.append(f"device: {device}, {torch.get_num_threads()} threads; {rows[0]['steps'] if rows else 0} timed "
+                 f"steps after {WARMUP_STEPS} warm-up; plain and loop time {LOOP_MODELS} models one after another")
     return "\n".join(lines)

@@ -73,9 +73,11 @@ class FlatSpec:
         return from_state_dict(self.views(theta))
 
     def decay_mask(self, dtype=torch.float32, device=None) -> Tensor:
-        """(P,) 1 on matrices (decayed, as in GPT-2 training), 0 on biases and norm gains."""
-        parts = [torch.full((n,), float(len(s) >= 2), dtype=dtype, device=device)
-                 for n, s in zip(self.sizes, self.shapes)]
+        """(P,) 1 on weight matrices (decayed, as in GPT-2 training), 0 on biases and norm gains. A
+        matrix is a tensor whose name starts with ``W`` (W_E, W_Q, W_pos, W_in, ...); telling them by
+        shape would decay the per-head attention biases b_Q, b_K, b_V, which are (H, Dh) per model."""
+        parts = [torch.full((n,), float(key.rsplit(".", 1)[-1].startswith("W")), dtype=dtype, device=device)
+                 for key, n in zip(self.keys, self.sizes)]
         return torch.cat(parts)
 
 
