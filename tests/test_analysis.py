@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from constructions import model as M
 from constructions.icl import gd, newton
 from constructions.reference import algorithms as alg
+from constructions.reference import baselines as bl
 from experiments.analysis import core as an
 from experiments.analysis import interp as ai
 from experiments.analysis import metrics as am
@@ -229,6 +230,29 @@ def test_interleaved_tokens_end_at_the_query_x_token():
     toks = an.tokens("interleaved", p.x, p.y, p.x_query)
     full = interleaved_tokens(torch.cat([p.x, p.x_query[:, None]], 1), torch.cat([p.y, p.y_query[:, None]], 1))
     assert toks.shape == (4, 7, 3) and torch.equal(toks, full[:, :-1])
+
+
+@pytest.mark.parametrize("name, option", [("gd", "eta"), ("newton", "alpha"), ("gd_plus_plus", "eta"), ("ridge", "lam")])
+def test_an_explicit_zero_step_is_an_error_that_names_it_not_the_default(name, option):
+    """eta=0.0 used to pass `if eta:` and silently become 1 / lambda_max(S); None is the default."""
+    with pytest.raises(ValueError, match=f"{name}: {option} must be > 0, got 0.0"):
+        references.reference(name, **{option: 0.0})
+    with pytest.raises(ValueError, match=f"{option} must be > 0"):
+        references.parse_references(f"{name}:{option}=0")
+
+
+def test_references_run_the_one_ridge_gd_and_newton_of_the_algorithms_module():
+    """ridge is algorithms.ridge in the sum convention (bitwise: the same code), baselines.ridge_sum
+    too; the default gd and newton steps are 1 / lambda_max(S) and its square per prompt and prefix."""
+    p = prompts.sample_prompts(3, 8, 16, seed=9)
+    ridge = references.reference("ridge", lam=0.3).weights(p.x, p.y, True)[0]
+    assert torch.equal(ridge, alg.ridge(p.x, p.y, lam=0.3, prefix=True, convention="sum"))
+    assert torch.equal(ridge, bl.ridge_sum(p.x, p.y, lam=0.3, prefix=True))
+    top = references.top_eigenvalue(p.x, prefix=True).clamp(min=1e-12)  # (B, N+1)
+    gd_prefix = references.reference("gd", n_iter=3).weights(p.x, p.y, True)
+    assert torch.equal(gd_prefix, alg.gd(p.x, p.y, eta=1 / top, n_steps=3, prefix=True))
+    newton_prefix = references.reference("newton", n_iter=3).weights(p.x, p.y, True)
+    assert torch.equal(newton_prefix, alg.newton(p.x, p.y, alpha=top**-2, n_iter=3, prefix=True))
 
 
 @pytest.mark.parametrize("spec, message", [("svm", "known: zero"), ("gd:speed=2", "bad option"),

@@ -95,6 +95,14 @@ def test_gaussian_log_evidence_matches_the_n_by_n_multivariate_normal():
     assert torch.allclose(got, MultivariateNormal(torch.zeros_like(y), cov).log_prob(y), atol=1e-10)
 
 
+def test_gaussian_log_evidence_of_every_prefix_is_that_of_the_prefix_alone():
+    """The prefix path solves with the folded QR factor, the per-prefix one with a fresh solve."""
+    x, y, _ = _data(3)
+    got = baselines.gaussian_log_evidence(x, y, 0.7, 1.2, prefix=True)
+    for n in range(1, x.shape[1] + 1):
+        assert torch.allclose(got[:, n], baselines.gaussian_log_evidence(x[:, :n], y[:, :n], 0.7, 1.2), atol=1e-12)
+
+
 def test_noise_mixture_posterior_matches_a_per_prompt_computation():
     """The reference loops over prompts and levels with the N x N covariance (no d x d identities)."""
     x, y, _ = _data(4)

@@ -18,12 +18,13 @@ see :func:`prefix_predictions`. Each method does it at its own natural cost:
     least squares   orthogonal factorisations of X, never S: one LQ factorisation serves every prefix
                     n <= d, and each later example is folded into a triangular factor by d Givens
                     rotations (:func:`least_squares`); accurate to ~cond(X) eps, like numpy's lstsq
-    ridge, sum      the same rotations, started from sqrt(lam) I: O(d^2) per prefix
+    ridge, sum      the same, for the rows of [X | sqrt(lam) I] and [sqrt(lam) I; X]: O(d^2) per prefix
     ridge, mean     the regulariser of prefix n is n lam on the sum, so consecutive prefixes differ by
                     x x^T + lam I, a rank-(d+1) change: one d x d solve per prefix
     GD              the gradient of prefix n in data space, (1/n) X_n^T (X_n w - y_n), when N <= 2d
                     (no d x d matrix per prefix); through S_n otherwise
-    Newton          one eigendecomposition per prefix, the iteration run on the eigenvalues
+    Newton          w_k = M_k b without M_k: one d x d product per prefix and iteration (the
+                    iteration itself takes two), by repeated squaring (:func:`newton`)
 
 Step sizes (``eta``, ``alpha``) are numbers or tensors broadcasting to the fits' shape (..., [N+1]):
 one step per prompt and per prefix (a trailing axis of 1 gives one per prompt).
@@ -86,12 +87,20 @@ def _counts(N: int, like: Tensor) -> Tensor:
 
 
 def sums(x: Tensor, y: Tensor | None = None, *, prefix: bool = False) -> tuple[Tensor, Tensor | None]:
-    """Unnormalised statistics G = X^T X (..., [N+1,] d, d) and c = X^T y (..., [N+1,] d) (None without y)."""
+    """Unnormalised statistics G = X^T X (..., [N+1,] d, d) and c = X^T y (..., [N+1,] d) (None without y).
+
+    Over prefixes G_{n+1} = G_n + x_n x_n^T is accumulated in place, one prefix at a time, so that
+    nothing of the size of G is allocated twice.
+    """
     if y is not None:
         _check_xy(x, y)
     if not prefix:
         return x.mT @ x, None if y is None else (x.mT @ y.unsqueeze(-1)).squeeze(-1)
-    G = _running_sum(x.unsqueeze(-1) * x.unsqueeze(-2), dim=-3)  # (..., N+1, d, d)
+    N, d = x.shape[-2:]
+    G = x.new_empty(x.shape[:-2] + (N + 1, d, d))
+    G[..., 0, :, :] = 0
+    for n in range(N):
+        torch.addcmul(G[..., n, :, :], x[..., n, :, None], x[..., n, None, :], out=G[..., n + 1, :, :])
     return G, None if y is None else _running_sum(x * y.unsqueeze(-1), dim=-2)
 
 
@@ -133,33 +142,44 @@ def preconditioned_gd(x: Tensor, y: Tensor, *, P: Tensor, n_steps: int, prefix: 
     return torch.stack(iterates)
 
 
-def _gradient(x: Tensor, y: Tensor, prefix: bool):
-    """w (..., [N+1,] d) -> S w - b, the loss gradient of every fit.
+def _data_space_steps(x: Tensor, y: Tensor, step: float | Tensor, out: Tensor) -> None:
+    """GD over every prefix with the gradient in data space, writing iterates into out (T+1, ..., N+1, d).
 
-    Over prefixes with N <= 2d it is formed in data space, (1/n) X_n^T (X_n w - y_n): two products
-    with X of 2 N d flops per prefix and nothing stored beyond an (N+1, N) table, where S_n w costs
-    d^2 flops but S needs d^2 numbers per prefix written and read back at every step.
+    The gradient of prefix n is S_n w - b_n = (1/n) X_n^T (X_n w - y_n). With W[n, i] = step_n / n
+    for i < n and 0 else, and P[n, i] = x_i.w_n the predictions of every prefix's w on every
+    example, a step is w <- w + (W * y) X - (W * P) X, where (W * y) X = step b is fixed: per step
+    two batched products of 2 N d flops per prefix, nothing of size d^2 per prefix to write and read.
     """
     N, d = x.shape[-2:]
-    if prefix and N <= 2 * d:
-        mean = (torch.arange(N, device=x.device) < torch.arange(N + 1, device=x.device)[:, None]) / _counts(N, x)[:, None]
-        return lambda w: ((w @ x.mT - y.unsqueeze(-2)) * mean) @ x  # (N+1, N) weights: 1/n on i < n
-    S, b = statistics(x, y, prefix=prefix)
-    return lambda w: _matvec(S, w) - b
+    before = torch.arange(N, device=x.device) < torch.arange(N + 1, device=x.device)[:, None]  # i < n
+    B = math.prod(x.shape[:-2])
+    W = ((before / _counts(N, x)[:, None]) * step).expand(x.shape[:-2] + (N + 1, N)).reshape(B, N + 1, N)
+    xf = x.reshape(B, N, d)
+    step_b = torch.bmm(W * y.reshape(B, 1, N), xf)  # (B, N+1, d)
+    w = out.view(out.shape[0], B, N + 1, d)
+    for t in range(out.shape[0] - 1):
+        torch.add(w[t], step_b, out=w[t + 1]).baddbmm_(torch.bmm(w[t], xf.mT).mul_(W), xf, alpha=-1.0)
 
 
 def gd(x: Tensor, y: Tensor, *, eta: float | Tensor, n_steps: int, prefix: bool = False) -> Tensor:
     """Gradient descent from w_0 = 0 with step eta: iterates (n_steps + 1, ..., [N+1,] d).
 
-    eta: a number, or a tensor broadcasting to (..., [N+1]) (a step per prompt and prefix).
+    eta: a number, or a tensor broadcasting to (..., [N+1]) (a step per prompt and prefix). Over
+    prefixes with N <= 2d the gradient is taken in data space (:func:`_data_space_steps`), else
+    from S_n: 2 N d against d^2 flops per prefix and step, but S costs d^2 numbers per prefix.
     """
     _check_xy(x, y)
     _check_steps("n_steps", n_steps)
     shape = _fit_shape(x, prefix)
-    step, grad = _per_fit("eta", eta, shape, x), _gradient(x, y, prefix)
-    out = x.new_zeros((n_steps + 1,) + shape + (x.shape[-1],))
+    step = _per_fit("eta", eta, shape, x)
+    out = x.new_empty((n_steps + 1,) + shape + (x.shape[-1],))
+    out[0] = 0
+    if prefix and 0 < x.shape[-2] <= 2 * x.shape[-1]:
+        _data_space_steps(x, y, step, out)
+        return out
+    S, b = statistics(x, y, prefix=prefix)
     for t in range(n_steps):
-        torch.sub(out[t], step * grad(out[t]), out=out[t + 1])
+        torch.sub(out[t], step * (_matvec(S, out[t]) - b), out=out[t + 1])
     return out
 
 
@@ -223,27 +243,37 @@ def newton(x: Tensor, y: Tensor, *, alpha: float | Tensor, n_iter: int, lam: flo
            prefix: bool = False) -> Tensor:
     """Regression weights w_k = M_k b from Newton-Schulz on A = S + lam I: (n_iter+1, ..., [N+1,] d).
 
-    M_0 = alpha A is a polynomial in A, and M_{k+1} = 2 M_k - M_k A M_k keeps it one, so every M_k
-    shares A's eigenvectors: with A = V diag(a) V^T, M_k = V diag(m_k) V^T where
+    M_0 = alpha A is a polynomial in A and the iteration keeps every M_k one, so M_k commutes with A
+    and I - M_{k+1} A = I - 2 M_k A + M_k A M_k A = (I - M_k A)^2. With R = I - M_0 A = I - alpha A^2:
 
-        m_0 = alpha a,    m_{k+1} = 2 m_k - m_k^2 a      (the iteration, on each eigenvalue)
+        I - M_k A = R^(2^k),    M_k = alpha A (I + R + ... + R^(2^k - 1))
 
-    and w_k = V (m_k * V^T b): one eigendecomposition per fit instead of two d x d products per
-    iteration. This equals :func:`newton_schulz` (A)[k] b up to round-off wherever the iteration
-    converges (0 < alpha a^2 < 2), and shares its rank caveat (m_k ~ 2^k alpha a for a ~ eps).
-    alpha: a number, or a tensor broadcasting to (..., [N+1]).
+    (the sum times I - R gives I - R^(2^k); as a sum it holds for singular A too). The sum doubles as
+    sum_{j < 2^(k+1)} R^j = (I + R^(2^k)) sum_{j < 2^k} R^j, so with R_0 = R, R_{k+1} = R_k^2:
+
+        w_0 = alpha A b,    w_{k+1} = w_k + R_k w_k
+
+    one d x d product per iteration, where the iteration takes two, and no M_k kept. This equals
+    :func:`newton_schulz` (A)[k] b up to round-off wherever the iteration converges
+    (0 < alpha a^2 < 2 for every eigenvalue a of A), and shares its rank caveat. alpha: a number,
+    or a tensor broadcasting to (..., [N+1]).
     """
     _check_steps("n_iter", n_iter)
-    S, b = statistics(x, y, prefix=prefix)
-    a, V = torch.linalg.eigh(S)
-    a = a + lam
-    m = _per_fit("alpha", alpha, _fit_shape(x, prefix), x) * a  # (..., [N+1,] d)
-    ms = [m]
-    for _ in range(n_iter):
-        m = 2 * m - m * m * a
-        ms.append(m)
-    coefficients = torch.stack(ms, dim=-1) * _matvec(V.mT, b).unsqueeze(-1)  # (..., d, n_iter + 1)
-    return (V @ coefficients).movedim(-1, 0)
+    A, b = statistics(x, y, prefix=prefix)
+    A.diagonal(dim1=-2, dim2=-1).add_(lam)
+    alpha = _per_fit("alpha", alpha, _fit_shape(x, prefix), x)
+    out = b.new_empty((n_iter + 1,) + b.shape)
+    out[0] = alpha * _matvec(A, b)
+    if n_iter == 0:
+        return out
+    R = torch.matmul(A, A).mul_(-alpha.unsqueeze(-1) if torch.is_tensor(alpha) else -alpha)
+    R.diagonal(dim1=-2, dim2=-1).add_(1.0)  # R_0 = I - alpha A^2
+    spare = A  # A is no longer needed: its memory takes the squares
+    for k in range(n_iter):
+        torch.add(out[k], _matvec(R, out[k]), out=out[k + 1])
+        if k + 1 < n_iter:
+            R, spare = torch.matmul(R, R, out=spare), R
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,35 +308,38 @@ def _fold_rows(Rz: Tensor, rows: Tensor) -> Tensor:
     rows before k and row k after the columns before j, so every pair with j + k = s can turn at once:
     M + d - 1 steps over all prompts and pairs (a wavefront), not M d. Factors are kept last row
     first (slot q = M-1-k holds the factor after row k, slot M holds Rz), so the pairs of one step are
-    diagonals of the slots: R row j before row k is slot q+1, row j. A zero pair (R_jj = r_j = 0, a
-    singular R) gives nan in that prompt only.
+    diagonals of the slots: R row j before row k is slot q+1, row j. Prompts go last in memory, so
+    that every operation runs along them. A zero pair (R_jj = r_j = 0, a singular R) gives nan in
+    that prompt only.
     """
-    M, d = rows.shape[-2], Rz.shape[-2]
-    factors = Rz.new_empty(rows.shape[:-2] + (M + 1, d, d + 1))
-    factors[..., M, :, :] = Rz
-    r = rows.flip(-2)  # r[q] = rows[M-1-q], reduced in place
+    lead, M, d = rows.shape[:-2], rows.shape[-2], Rz.shape[-2]
+    B = math.prod(lead)
+    r = rows.reshape(B, M, d + 1).flip(-2).permute(1, 2, 0).contiguous()  # r[q] = rows[M-1-q]: (M, d+1, B)
+    factors = r.new_empty((M + 1, d, d + 1, B))
+    factors[M] = Rz.expand(lead + (d, d + 1)).reshape(B, d, d + 1).permute(1, 2, 0)
     for s in range(M + d - 1):
         j0, j1 = max(0, s - M + 1), min(d, s + 1)
         q0, q1 = M - 1 - s + j0, M - 1 - s + j1
-        before = torch.diagonal(factors[..., q0 + 1:q1 + 1, j0:j1, :], dim1=-3, dim2=-2)  # (..., d+1, pairs)
-        after = torch.diagonal(factors[..., q0:q1, j0:j1, :], dim1=-3, dim2=-2)
-        row = r[..., q0:q1, :].mT
-        a = torch.diagonal(before, offset=-j0, dim1=-2, dim2=-1).unsqueeze(-2)
-        b = torch.diagonal(row, offset=-j0, dim1=-2, dim2=-1).unsqueeze(-2)
+        before = torch.diagonal(factors[q0 + 1:q1 + 1, j0:j1], dim1=0, dim2=1)  # (d+1, B, pairs)
+        after = torch.diagonal(factors[q0:q1, j0:j1], dim1=0, dim2=1)
+        row = r[q0:q1].permute(1, 2, 0)
+        a = torch.diagonal(before, offset=-j0, dim1=0, dim2=2).T  # R_jj of each pair: (pairs, B)
+        b = torch.diagonal(row, offset=-j0, dim1=0, dim2=2).T
         h = torch.hypot(a, b)
-        c, sn = a / h, b / h
+        c, sn = (a / h).T, (b / h).T  # (B, pairs), prompts contiguous
         torch.mul(before, c, out=after).addcmul_(row, sn)
         row.mul_(c).addcmul_(before, sn, value=-1.0)
-    return _solve_upper(factors[..., :M, :, :]).flip(-2)
+    w = _solve_upper(factors[:M].permute(1, 2, 0, 3))  # (d, M, B)
+    return w.permute(2, 1, 0).flip(-2).reshape(lead + (M, d))
 
 
 def _solve_upper(Rz: Tensor) -> Tensor:
-    """w with R w = z for augmented triangular factors Rz = [R | z] (..., d, d+1), by back
-    substitution over all of them at once: w_i = (z_i - sum_{l>i} R_il w_l) / R_ii, i = d-1 .. 0."""
-    d = Rz.shape[-2]
-    w = Rz[..., d].clone()
+    """w with R w = z for augmented triangular factors Rz = [R | z] (d, d+1, ...) (batch axes last),
+    by back substitution over all of them at once: w_i = (z_i - sum_{l>i} R_il w_l) / R_ii."""
+    d = Rz.shape[0]
+    w = Rz[:, d].clone()
     for i in reversed(range(d)):
-        w[..., i] = (w[..., i] - (Rz[..., i, i + 1:d] * w[..., i + 1:]).sum(-1)) / Rz[..., i, i]
+        w[i] = (w[i] - (Rz[i, i + 1:d] * w[i + 1:]).sum(0)) / Rz[i, i]
     return w
 
 
@@ -314,36 +347,56 @@ def _augmented(x: Tensor, y: Tensor) -> Tensor:
     return torch.cat([x, y.unsqueeze(-1)], dim=-1)
 
 
-def _lq_prefixes(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Min-norm least squares on the first n examples for n = 0 .. m, m = min(N, d), from one LQ
-    factorisation; returns (w (..., m+1, d), R (..., m, m)).
+def _with_root(top: Tensor, root: float | Tensor | None, rows: int) -> Tensor:
+    """top (..., r, c) with the rows [sqrt(lam) I | 0] (rows x c) appended below; top itself if root is None."""
+    if root is None:
+        return top
+    block = root * torch.eye(rows, top.shape[-1], dtype=top.dtype, device=top.device)
+    return torch.cat([top, block.expand(top.shape[:-2] + block.shape[-2:])], dim=-2)
 
-    X_m^T = Q R (Householder QR), so X_m = L Q^T with L = R^T lower triangular: row i of X is a
-    combination of the first i+1 columns of Q, and the first n rows are X_n = L_n Q_n^T with L_n, Q_n
-    the leading blocks. With X_n of full row rank its min-norm solution is w_n = Q_n L_n^{-1} y_n,
-    and as L is lower triangular, L_n^{-1} y_n is the first n entries of z = L^{-1} y_m: so
+
+def _lq_prefixes(x: Tensor, y: Tensor, root: float | Tensor | None) -> tuple[Tensor, Tensor]:
+    """Regularised least squares on the first n examples for n = 0 .. m, m = min(N, d), from one LQ
+    factorisation; returns (w (..., m+1, d), R (..., m, m)). root = sqrt(lam), None for least squares.
+
+    Least squares: X_m^T = Q R (Householder QR), so X_m = L Q^T with L = R^T lower triangular: row i
+    of X is a combination of the first i+1 columns of Q, and the first n rows are X_n = L_n Q_n^T with
+    L_n, Q_n the leading blocks. With X_n of full row rank its min-norm solution is w_n = Q_n L_n^{-1}
+    y_n, and as L is lower triangular, L_n^{-1} y_n is the first n entries of z = L^{-1} y_m: so
     w_n = sum_{j<n} z_j q_j, a cumulative sum over the columns of Q.
+    Ridge (sum convention): w_n = X_n^T (X_n X_n^T + lam I)^{-1} y_n. The rows [x_i | sqrt(lam) e_i]
+    of [X_m | sqrt(lam) I] have Gram matrix X X^T + lam I and are again prefix-causal, so the same
+    holds with Q's first d rows: w_n = sum_{j<n} z_j (q_j)_{:d}.
     """
-    m = min(x.shape[-2], x.shape[-1])
-    Q, R = torch.linalg.qr(x[..., :m, :].mT)
+    m, d = min(x.shape[-2], x.shape[-1]), x.shape[-1]
+    Q, R = torch.linalg.qr(_with_root(x[..., :m, :].mT, root, m))
     z = torch.linalg.solve_triangular(R.mT, y[..., :m, None], upper=False).squeeze(-1)
-    return _running_sum(Q * z.unsqueeze(-2), dim=-1).mT, R
+    return _running_sum(Q[..., :d, :] * z.unsqueeze(-2), dim=-1).mT, R
+
+
+def _regularised_prefixes(x: Tensor, y: Tensor, root: float | Tensor | None) -> tuple[Tensor, Tensor]:
+    """Every prefix n = 0 .. N of least squares (root None) or ridge in the sum convention
+    (root = sqrt(lam)): n <= d from :func:`_lq_prefixes`, then the examples after the d-th folded one
+    by one into the QR factor of [X_d; sqrt(lam) I] (:func:`_fold_rows`). Returns (w, R of the LQ)."""
+    N, d = x.shape[-2:]
+    w, R = _lq_prefixes(x, y, root)
+    if N > d:
+        Rz = torch.linalg.qr(_with_root(_augmented(x[..., :d, :], y[..., :d]), root, d), mode="r")[1][..., :d, :]
+        w = torch.cat([w, _fold_rows(Rz, _augmented(x[..., d:, :], y[..., d:]))], dim=-2)
+    return w, R
 
 
 def _least_squares_fast(x: Tensor, y: Tensor, prefix: bool) -> tuple[Tensor, Tensor]:
-    """Least squares from orthogonal factorisations, assuming full rank; returns (w, T) with T a
-    triangular factor whose inverse bounds 1 / sigma_min of X (and of every prefix longer than d)."""
+    """Least squares from orthogonal factorisations, assuming full rank; returns (w, T) with T the
+    triangular factor of the first min(N, d) examples (N > d without prefixes: of all of them)."""
     N, d = x.shape[-2:]
-    if not prefix and N > d:
-        Rz = torch.linalg.qr(_augmented(x, y), mode="r")[1][..., :d, :]
-        return _solve_upper(Rz), Rz[..., :d]
-    w, R = _lq_prefixes(x, y)
-    if not prefix:
+    if prefix:
+        return _regularised_prefixes(x, y, None)
+    if N <= d:
+        w, R = _lq_prefixes(x, y, None)
         return w[..., -1, :], R
-    if N > d:  # fold examples d .. N-1 into the QR factor of the first d
-        Rz = torch.linalg.qr(_augmented(x[..., :d, :], y[..., :d]), mode="r")[1]
-        w = torch.cat([w, _fold_rows(Rz, _augmented(x[..., d:, :], y[..., d:]))], dim=-2)
-    return w, R
+    Rz = torch.linalg.qr(_augmented(x, y), mode="r")[1][..., :d, :]
+    return torch.linalg.solve_triangular(Rz[..., :d], Rz[..., d:], upper=True).squeeze(-1), Rz[..., :d]
 
 
 def _well_conditioned(x: Tensor, T: Tensor, rtol: float) -> Tensor:
@@ -365,9 +418,9 @@ def least_squares(x: Tensor, y: Tensor, *, prefix: bool = False, rtol: float | N
 
     Eigenvalues of S below rtol * max count as zero (default rtol = d eps, as :func:`pinv_psd`). On
     prompts where no prefix comes near that cutoff (:func:`_well_conditioned`) w is computed from
-    orthogonal factorisations of X (:func:`_lq_prefixes` for n <= d, QR and :func:`_fold_rows`
-    beyond), accurate to ~cond(X) eps; forming S would square that (cond(X)^2 eps, ~1e-6 at n = d for
-    Gaussian data). Other prompts, rank deficient or nearly, take pinv_psd(S) b, the definition.
+    orthogonal factorisations of X (:func:`_regularised_prefixes`), accurate to ~cond(X) eps like
+    numpy's lstsq; S has condition number cond(X)^2, and solving with it loses as much (~1e-6 near
+    n = d for Gaussian data). Other prompts, rank deficient or nearly, take pinv_psd(S) b, the definition.
     """
     _check_xy(x, y)
     N, d = x.shape[-2:]
@@ -382,16 +435,6 @@ def least_squares(x: Tensor, y: Tensor, *, prefix: bool = False, rtol: float | N
     return w
 
 
-def _ridge_sum_prefixes(x: Tensor, y: Tensor, lam: float | Tensor) -> Tensor:
-    """(X_n^T X_n + lam I)^{-1} X_n^T y_n for n = 0 .. N: the least-squares solution of
-    [sqrt(lam) I; X_n] w = [0; y_n], whose QR factor starts at sqrt(lam) I and takes the examples
-    one by one (:func:`_fold_rows`)."""
-    root = math.sqrt(lam) if isinstance(lam, float) else lam.sqrt().unsqueeze(-1)
-    start = root * torch.eye(x.shape[-1], x.shape[-1] + 1, dtype=x.dtype, device=x.device)  # [sqrt(lam) I | 0]
-    w = _fold_rows(start, _augmented(x, y))
-    return torch.cat([torch.zeros_like(w[..., :1, :]), w], dim=-2)
-
-
 def ridge(x: Tensor, y: Tensor, *, lam: float | Tensor, prefix: bool = False, convention: str = "mean") -> Tensor:
     """Ridge regression: (..., [N+1,] d). lam > 0: a number, or a tensor with one per prompt (...).
 
@@ -401,16 +444,18 @@ def ridge(x: Tensor, y: Tensor, *, lam: float | Tensor, prefix: bool = False, co
 
     Both are (G_n + mu_n I)^{-1} c_n with G_n, c_n = X_n^T X_n, X_n^T y_n and mu_n = lam (sum) or
     max(n, 1) lam (mean). Over prefixes the sum convention folds one example at a time into a QR
-    factor (:func:`_ridge_sum_prefixes`); the mean convention, whose mu moves with n, solves each fit.
+    factor (:func:`_regularised_prefixes`); the mean convention, whose mu moves with n, solves each fit.
     """
     _check_xy(x, y)
     if convention not in ("mean", "sum"):
         raise ValueError(f"convention must be 'mean' or 'sum', got {convention!r}")
-    lam = _per_fit("lam", lam, tuple(x.shape[:-2]), x)  # a number or (..., 1)
-    if not (bool((lam > 0).all()) if torch.is_tensor(lam) else lam > 0 and math.isfinite(lam)):
+    lam, d = _per_fit("lam", lam, tuple(x.shape[:-2]), x), x.shape[-1]  # a number or (..., 1)
+    if not (bool(((lam > 0) & lam.isfinite()).all()) if torch.is_tensor(lam) else 0 < lam < math.inf):
         raise ValueError(f"ridge needs lam > 0 (use least_squares for lam = 0), got lam={lam!r}")
     if prefix and convention == "sum":
-        return _ridge_sum_prefixes(x, y, lam)
+        if x.shape[-2] == 0:
+            return x.new_zeros(_fit_shape(x, prefix) + (d,))
+        return _regularised_prefixes(x, y, math.sqrt(lam) if isinstance(lam, float) else lam.sqrt().unsqueeze(-1))[0]
     G, c = sums(x, y, prefix=prefix)
     if convention == "sum":
         mu = lam

@@ -3,17 +3,18 @@
 Batched over any leading axes, on the tensors' device, in their dtype (float64 for checks); no
 Python loop over samples (coordinate descent loops over coordinates, batched over prompts).
 
-Two ridge conventions. :mod:`constructions.reference.algorithms` scales the loss by 1/(2N):
+Two ridge conventions, both :func:`constructions.reference.algorithms.ridge` (its ``convention``).
+Its default scales the loss by 1/(2N):
 
-    per-example   1/(2N) |Xw - y|^2 + (lam/2) |w|^2     w = (S + lam I)^{-1} b,  S = X^T X / N, b = X^T y / N
+    mean          1/(2N) |Xw - y|^2 + (lam/2) |w|^2     w = (S + lam I)^{-1} b,  S = X^T X / N, b = X^T y / N
 
 Here (and in the Sherman-Morrison construction) the regulariser is on the *sum*:
 
     sum           1/2 |Xw - y|^2 + (lam/2) |w|^2         w = (X^T X + lam I)^{-1} X^T y
 
-They agree when lam_sum = N lam_per_example, so on prefixes a fixed lam_sum is a per-example lam
-of lam_sum / n on the first n examples (:func:`ridge_sum` is checked against algorithms.ridge that way
-in the tests). The sum convention is the one with a Bayesian meaning: with w ~ N(0, tau^2 I) and
+They agree when lam_sum = N lam_mean, so on prefixes a fixed lam_sum is a per-example lam
+of lam_sum / n on the first n examples (the tests check :func:`ridge_sum` against the mean
+convention that way). The sum convention is the one with a Bayesian meaning: with w ~ N(0, tau^2 I) and
 y = w.x + sigma eps, the posterior mean is ridge_sum with lam = sigma^2 / tau^2 for every N.
 
 Functions
@@ -59,16 +60,11 @@ def _positive(name: str, value: float) -> float:
 def sums(x: Tensor, y: Tensor, *, prefix: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Unnormalised statistics: G = X^T X (..., [N+1,] d, d), c = X^T y (..., [N+1,] d), and n, the
     number of examples ((N+1,) for prefixes, else a scalar tensor)."""
-    S, b = algorithms.statistics(x, y, prefix=prefix)
+    G, c = algorithms.sums(x, y, prefix=prefix)
     N = x.shape[-2]
     n = torch.arange(N + 1, dtype=x.dtype, device=x.device) if prefix else torch.tensor(N, dtype=x.dtype,
                                                                                         device=x.device)
-    counts = n.clamp(min=1)  # statistics divides by max(n, 1)
-    return S * counts[..., None, None], b * counts[..., None], n
-
-
-def _solve(A: Tensor, v: Tensor) -> Tensor:
-    return torch.linalg.solve(A, v.unsqueeze(-1)).squeeze(-1)
+    return G, c, n
 
 
 # ----------------------------------------------------------------------------------------------
@@ -76,10 +72,9 @@ def _solve(A: Tensor, v: Tensor) -> Tensor:
 
 
 def ridge_sum(x: Tensor, y: Tensor, *, lam: float, prefix: bool = False) -> Tensor:
-    """(X^T X + lam I)^{-1} X^T y, the minimiser of 1/2 |Xw - y|^2 + lam/2 |w|^2: (..., [N+1,] d)."""
-    lam = _positive("lam", lam)
-    G, c, _ = sums(x, y, prefix=prefix)
-    return _solve(G + lam * torch.eye(x.shape[-1], dtype=x.dtype, device=x.device), c)
+    """(X^T X + lam I)^{-1} X^T y, the minimiser of 1/2 |Xw - y|^2 + lam/2 |w|^2: (..., [N+1,] d).
+    algorithms.ridge in its sum convention."""
+    return algorithms.ridge(x, y, lam=_positive("lam", lam), prefix=prefix, convention="sum")
 
 
 def bayes_ridge_lambda(noise_std: float, w_std: float = 1.0) -> float:
@@ -102,6 +97,7 @@ def gaussian_log_evidence(x: Tensor, y: Tensor, noise_std: float, w_std: float, 
 
         log det = n log sigma^2 + log det(I + (tau^2 / sigma^2) X^T X)
         quad    = (|y|^2 - c^T (X^T X + (sigma^2/tau^2) I)^{-1} c) / sigma^2,   c = X^T y
+    (the solve is :func:`ridge_sum` at lam = sigma^2 / tau^2).
     """
     sigma2, tau2 = _positive("noise_std", noise_std) ** 2, _positive("w_std", w_std) ** 2
     G, c, n = sums(x, y, prefix=prefix)
@@ -110,7 +106,7 @@ def gaussian_log_evidence(x: Tensor, y: Tensor, noise_std: float, w_std: float, 
         yy = torch.cat([torch.zeros_like(yy[..., :1]), yy], dim=-1)
     eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
     logdet = n * math.log(sigma2) + torch.linalg.slogdet(eye + (tau2 / sigma2) * G)[1]
-    quad = (yy - (c * _solve(G + (sigma2 / tau2) * eye, c)).sum(-1)) / sigma2
+    quad = (yy - (c * ridge_sum(x, y, lam=sigma2 / tau2, prefix=prefix)).sum(-1)) / sigma2
     return -0.5 * (n * math.log(2 * math.pi) + logdet + quad)
 
 

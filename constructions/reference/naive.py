@@ -38,8 +38,14 @@ def least_squares(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def ridge(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    """Ridge with lam on the mean loss: (S + lam I)^{-1} b."""
     n, d = x.shape
     return np.linalg.solve(x.T @ x / max(n, 1) + lam * np.eye(d), x.T @ y / max(n, 1))
+
+
+def ridge_sum(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    """Ridge with lam on the summed loss: (X^T X + lam I)^{-1} X^T y."""
+    return np.linalg.solve(x.T @ x + lam * np.eye(x.shape[1]), x.T @ y)
 
 
 def every_prefix(fn, x: np.ndarray, y: np.ndarray, **kwargs) -> np.ndarray:

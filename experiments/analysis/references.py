@@ -60,58 +60,64 @@ def default_eta(x: Tensor) -> float:
     return float(1.0 / top_eigenvalue(x).mean())
 
 
+def _positive(reference: str, name: str, value: float | None, default: str = "") -> float | None:
+    """An explicit value must be > 0; None stands for the reference's ``default`` (named in the error)."""
+    if value is not None and not value > 0:
+        hint = f" (leave it out for {default})" if default else ""
+        raise ValueError(f"{reference}: {name} must be > 0, got {value!r}{hint}")
+    return value
+
+
 def _gd(eta, n_iter):
     """GD with step eta; eta=None uses eta = 1 / lambda_max(S) per prompt (and per prefix), the
     largest step that keeps every eigenvalue of I - eta S in [0, 1): GD then never diverges nor
     oscillates, whatever the number of examples."""
+    eta = _positive("gd", "eta", eta, "1 / lambda_max(S) per prompt")
+
     def weights(x, y, prefix):
-        if eta:
-            return alg.gd(x, y, eta=eta, n_steps=n_iter, prefix=prefix)
-        S, b = alg.statistics(x, y, prefix=prefix)
-        step = 1.0 / top_eigenvalue(x, prefix).clamp(min=1e-12)  # (B, [N+1])
-        w, out = torch.zeros_like(b), [torch.zeros_like(b)]
-        for _ in range(n_iter):
-            w = w - step[..., None] * ((S @ w.unsqueeze(-1)).squeeze(-1) - b)
-            out.append(w)
-        return torch.stack(out)
+        step = eta if eta is not None else 1.0 / top_eigenvalue(x, prefix).clamp(min=1e-12)  # (B, [N+1])
+        return alg.gd(x, y, eta=step, n_steps=n_iter, prefix=prefix)
     return weights
 
 
 def _newton(alpha, n_iter):
     """Newton-Schulz weights M_k b; alpha=None uses alpha = 1 / lambda_max(S)^2 per prompt (and
     per prefix), inside the convergence range 0 < alpha < 2 / lambda_max^2."""
+    alpha = _positive("newton", "alpha", alpha, "1 / lambda_max(S)^2 per prompt")
+
     def weights(x, y, prefix):
-        S, b = alg.statistics(x, y, prefix=prefix)
-        a = alpha if alpha else 1.0 / top_eigenvalue(x, prefix).clamp(min=1e-12).pow(2)[..., None, None]
-        return (alg.newton_schulz(S, alpha=a, n_iter=n_iter) @ b.unsqueeze(-1)).squeeze(-1)
+        a = alpha if alpha is not None else 1.0 / top_eigenvalue(x, prefix).clamp(min=1e-12).pow(2)
+        return alg.newton(x, y, alpha=a, n_iter=n_iter, prefix=prefix)
     return weights
 
 
 def _ridge(lam):
     """w = (X^T X + lam I)^{-1} X^T y = (S + lam / n I)^{-1} b for n examples (lam = sigma^2 /
-    tau^2 is the Bayes-optimal choice for w ~ N(0, tau^2 I) and noise sigma)."""
+    tau^2 is the Bayes-optimal choice for w ~ N(0, tau^2 I) and noise sigma): algorithms.ridge in
+    its sum convention."""
+    _positive("ridge", "lam", lam)
+
     def weights(x, y, prefix):
-        S, b = alg.statistics(x, y, prefix=prefix)
-        n = torch.arange(x.shape[-2] + 1, dtype=x.dtype) if prefix else torch.tensor(float(x.shape[-2]))
-        A = S + (lam / n.clamp(min=1))[..., None, None] * torch.eye(x.shape[-1], dtype=x.dtype)
-        return torch.linalg.solve(A, b.unsqueeze(-1)).squeeze(-1).unsqueeze(0)
+        return alg.ridge(x, y, lam=lam, prefix=prefix, convention="sum").unsqueeze(0)
     return weights
 
 
 def _gd_plus_plus(eta, gamma, n_iter):
     """GD++'s prediction is linear in x_q; its weights are its predictions on the basis vectors."""
+    eta = _positive("gd_plus_plus", "eta", eta, "1 / E[lambda_max(S)]")
+
     def one(x, y):
-        e = eta if eta else default_eta(x)
+        e = eta if eta is not None else default_eta(x)
         g = gamma if gamma is not None else 0.25 * e
         d = x.shape[-1]
         xs, ys = x.expand(d, *x.shape), y.expand(d, *y.shape)
-        basis = torch.eye(d, dtype=x.dtype)[:, None, :].expand(d, x.shape[0], d)
+        basis = torch.eye(d, dtype=x.dtype, device=x.device)[:, None, :].expand(d, x.shape[0], d)
         return alg.gd_plus_plus(xs, ys, basis, eta=e, gamma=g, n_steps=n_iter).prediction.movedim(1, -1)
 
     def weights(x, y, prefix):
         if not prefix:
             return one(x, y)
-        first = torch.zeros(n_iter + 1, x.shape[0], x.shape[-1], dtype=x.dtype)
+        first = torch.zeros(n_iter + 1, x.shape[0], x.shape[-1], dtype=x.dtype, device=x.device)
         return torch.stack([first] + [one(x[:, :n], y[:, :n]) for n in range(1, x.shape[1] + 1)], dim=-2)
     return weights
 
@@ -135,9 +141,13 @@ def reference(name: str, *, n_iter: int = 8, eta: float | None = None, alpha: fl
     """A reference by name; options that do not apply to it are ignored.
 
     gd            w_{k+1} = w_k - eta (S w_k - b), w_0 = 0 (eta=None: 1 / lambda_max(S) per prompt)
-    gd_plus_plus  GD with x <- (I - gamma S) x after every step (gamma=None: eta / 4)
+    gd_plus_plus  GD with x <- (I - gamma S) x after every step (eta=None: 1 / E[lambda_max(S)];
+                  gamma=None: eta / 4; gamma=0 is plain GD)
     newton        Newton-Schulz w_k = M_k b (alpha=None: 1 / lambda_max(S)^2 per prompt)
-    ols           minimum-norm least squares (pinv);  ridge  (X^T X + lam I)^{-1} X^T y
+    ols           minimum-norm least squares;  ridge  (X^T X + lam I)^{-1} X^T y
+
+    eta, alpha and lam, when given, must be > 0 (a ValueError names the one that is not): None, not
+    0, asks for the default.
     zero          the zero predictor (normalized error 1 on the isotropic task)
     bayes_ridge, mixture_posterior, pool_posterior   need the run's ``task`` (see analysis_icl;
                   bayes_ridge takes sigma, default the task's noise_std)
