@@ -25,7 +25,8 @@ def register(sub) -> None:
     a.set_defaults(func=run_algorithms)
     t = bsub.add_parser("train", help="K models trained batched vs one after another")
     t.add_argument("--ks", default="1,8,32", help="comma-separated K values (default 1,8,32)")
-    t.add_argument("--steps", type=int, default=20, help="timed steps per measurement (default 20)")
+    t.add_argument("--steps", type=int, default=5, help="timed steps per round, best of 3 rounds (default 5)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the trainer's loss (warm-up steps compile)")
     t.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     t.add_argument("--shapes", default=None, help="comma-separated shape names (default: all)")
     t.add_argument("--json", action="store_true")
@@ -44,8 +45,12 @@ def run_algorithms(args) -> int:
 def run_train(args) -> int:
     from experiments.training import bench as train_bench
 
-    ks = tuple(int(k) for k in args.ks.split(","))
+    try:
+        ks = tuple(int(k) for k in args.ks.split(","))
+    except ValueError:
+        raise ValueError(f"--ks must be comma-separated integers such as 1,8,32, got {args.ks!r}") from None
     shapes = None if args.shapes is None else [s.strip() for s in args.shapes.split(",")]
-    rows = train_bench.run(ks=ks, steps=args.steps, device=args.device, shapes=shapes, progress=not args.json)
+    rows = train_bench.run(ks=ks, steps=args.steps, device=args.device, shapes=shapes, progress=not args.json,
+                           compile=args.compile)
     print(json.dumps(rows, indent=2) if args.json else train_bench.format_table(rows))
     return 0

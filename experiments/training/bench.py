@@ -10,8 +10,11 @@ Three ways to train K models of one shape, on the same data with the same hyperp
 Reported per (shape, K): model-steps per second of each (``plain_steps_per_s``,
 ``loop_steps_per_s``, ``batched_steps_per_s``), ``ratio_vs_plain`` = batched / plain (the number
 that counts) and ``ratio`` = batched / loop. Every model costs the same, so the two one-by-one
-ways time min(K, ``LOOP_MODELS``) models and report their rate per model-step. Warm-up steps are
-not timed; on a GPU the device is synchronised before each clock read. On CUDA also the achieved
+ways time min(K, ``LOOP_MODELS``) models and report their rate per model-step, and the batched
+way times fewer steps when K > 8 (each does K models' work). The three are timed
+in turn, ``ROUNDS`` times, and each keeps its fastest round (a background process slows a round,
+never speeds one up). Warm-up steps are not timed; on a GPU the device is synchronised before each
+clock read. On CUDA also the achieved
 model FLOP/s of the batched way and its fraction of the card's peak, where model FLOPs per
 model-step = 6 * params * tokens (forward + backward) + 12 * layers * B * T^2 * width (attention
 scores and mixing, forward + backward), tokens = B * T.
@@ -49,6 +52,7 @@ SHAPES = {
 }
 WARMUP_STEPS = 3
 LOOP_MODELS = 2
+ROUNDS = 3
 
 # Dense peak FLOP/s by card (vendor data sheets); "tf32" = float32 matmuls on tensor cores.
 PEAK_FLOPS = {
@@ -94,10 +98,10 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def timed(steppers: list, steps: int, device: torch.device) -> float:
+def timed(steppers: list, steps: int, device: torch.device, warmup: int = WARMUP_STEPS) -> float:
     """Warm every stepper up, then seconds for ``steps`` steps of each, one after another."""
     for step in steppers:
-        for _ in range(WARMUP_STEPS):
+        for _ in range(warmup):
             step()
     _sync(device)
     start = time.perf_counter()
@@ -117,10 +121,15 @@ def _trainer_stepper(runs: list[RunConfig], device, compile: bool = False):
 def measure(shape: str, K: int, steps: int, device: torch.device, compile: bool = False) -> dict:
     runs = shape_runs(shape, K)
     few = runs[:LOOP_MODELS]
-    plain_s = timed([PlainTrainer(r, device=device).step for r in few], steps, device)
-    loop_s = timed([_trainer_stepper([r], device, compile)[1] for r in few], steps, device)
+    plain = [PlainTrainer(r, device=device).step for r in few]
+    loop = [_trainer_stepper([r], device, compile)[1] for r in few]
     batched, step = _trainer_stepper(runs, device, compile)
-    batched_s = timed([step], steps, device)
+    best = {"plain": float("inf"), "loop": float("inf"), "batched": float("inf")}
+    batched_steps = max(2, -(-steps * 8 // K))  # a K-model step does K models' work: fewer of them
+    for i in range(ROUNDS):
+        for name, steppers, n in (("plain", plain, steps), ("loop", loop, steps), ("batched", [step], batched_steps)):
+            best[name] = min(best[name], timed(steppers, n, device, WARMUP_STEPS if i == 0 else 0) / n)
+    plain_s, loop_s, batched_s = (best[k] * steps for k in ("plain", "loop", "batched"))
     row = {"shape": shape, "K": K, "steps": steps, "device": str(device),
            "plain_steps_per_s": len(few) * steps / plain_s, "loop_steps_per_s": len(few) * steps / loop_s,
            "batched_steps_per_s": K * steps / batched_s}
@@ -135,7 +144,7 @@ def measure(shape: str, K: int, steps: int, device: torch.device, compile: bool 
     return row
 
 
-def run(ks=(1, 8, 32), steps: int = 10, device: str | None = None, shapes: list[str] | None = None,
+def run(ks=(1, 8, 32), steps: int = 5, device: str | None = None, shapes: list[str] | None = None,
         progress: bool = True, compile: bool = False) -> list[dict]:
     """One row per (shape, K): see the module docstring."""
     shapes = list(SHAPES) if shapes is None else shapes
@@ -163,5 +172,5 @@ def format_table(rows: list[dict]) -> str:
         lines.append(line)
     device = rows[0].get("device_name", rows[0]["device"]) if rows else "-"
     lines.append(f"device: {device}, {torch.get_num_threads()} threads; {rows[0]['steps'] if rows else 0} timed "
-                 f"steps after {WARMUP_STEPS} warm-up; plain and loop time {LOOP_MODELS} models one after another")
+                 f"steps, best of {ROUNDS} rounds; plain and loop time {LOOP_MODELS} models one after another")
     return "\n".join(lines)
