@@ -235,8 +235,8 @@ class MPNNProblem(SeededProblem):
         save_file(tensors, str(path), metadata={"ttb_mpnn_config": json.dumps(dataclasses.asdict(self.cfg))})
 
 
-def make_trainer(runs: Sequence[MPNNRun], device=None, compile: bool = False) -> Trainer:
-    return Trainer(MPNNProblem(runs, device), Loop(runs[0].study.steps, 50), compile=compile)
+def make_trainer(runs: Sequence[MPNNRun], device=None, compile: bool = False, autocast: str | None = None) -> Trainer:
+    return Trainer(MPNNProblem(runs, device), Loop(runs[0].study.steps, 50), compile=compile, autocast=autocast)
 
 
 MPNN = Family("approx_mpnn", make_trainer)

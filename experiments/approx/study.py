@@ -56,13 +56,13 @@ def sweep(cfg: ApproxConfig) -> Sweep:
 
 
 def run(cfg: ApproxConfig, out, *, device=None, backend: str | None = None, progress: bool = True,
-        say=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        say=None, autocast: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train every run of ``cfg`` into ``out`` (resuming what is there): (comparison, curves), every
     trained and constructed row of both families, and the construction-only curves (empty when the
     config has no [curves]). ``say(message)`` as each construction stage starts."""
     plan = sweep(cfg)
     if plan.runs:
-        run_sweep(plan, out, backend=backend, device=device, progress=progress)
+        run_sweep(plan, out, backend=backend, device=device, progress=progress, autocast=autocast)
     results = {r.run_id: st.read_result(st.run_dir(out, r.run_id)) for r in plan.runs}
     frames = []
     if cfg.transformer is not None:

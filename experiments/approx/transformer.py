@@ -196,8 +196,9 @@ class TransformerProblem(SeededProblem):
         M.save_weights(path, self.cfg, self.spec.unflatten(theta_k))
 
 
-def make_trainer(runs: Sequence[TransformerRun], device=None, compile: bool = False) -> Trainer:
-    return Trainer(TransformerProblem(runs, device), Loop(runs[0].study.steps, 50), compile=compile)
+def make_trainer(runs: Sequence[TransformerRun], device=None, compile: bool = False,
+                 autocast: str | None = None) -> Trainer:
+    return Trainer(TransformerProblem(runs, device), Loop(runs[0].study.steps, 50), compile=compile, autocast=autocast)
 
 
 TRANSFORMER = Family("approx_transformer", make_trainer)

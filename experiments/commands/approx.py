@@ -36,7 +36,7 @@ def approx_command(args) -> int:
 
     cfg = approx.load_config(args.file)  # every field checked before anything trains
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    comparison, curves = approx.run(cfg, out, device=args.device, backend=args.backend,
+    comparison, curves = approx.run(cfg, out, device=args.device, backend=args.backend, autocast=args.autocast,
                                     progress=not args.no_progress, say=lambda msg: print(msg, file=sys.stderr))
     paths = approx.write(out, cfg, comparison, curves)
     fitted = approx.slopes(approx.summarize(comparison), approx.stated_slopes(cfg)) if len(comparison) else None

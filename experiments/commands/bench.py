@@ -27,6 +27,7 @@ def register(sub) -> None:
     t.add_argument("--ks", default="1,8,32", help="comma-separated K values (default 1,8,32)")
     t.add_argument("--steps", type=int, default=5, help="timed steps per round, best of 3 rounds (default 5)")
     t.add_argument("--compile", action="store_true", help="torch.compile the trainer's loss (warm-up steps compile)")
+    t.add_argument("--autocast", choices=("bfloat16",), default=None, help="mixed precision (both ways; GPU runs)")
     t.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     t.add_argument("--shapes", default=None, help="comma-separated shape names (default: all)")
     t.add_argument("--json", action="store_true")
@@ -51,6 +52,6 @@ def run_train(args) -> int:
         raise ValueError(f"--ks must be comma-separated integers such as 1,8,32, got {args.ks!r}") from None
     shapes = None if args.shapes is None else [s.strip() for s in args.shapes.split(",")]
     rows = train_bench.run(ks=ks, steps=args.steps, device=args.device, shapes=shapes, progress=not args.json,
-                           compile=args.compile)
+                           compile=args.compile, autocast=args.autocast)
     print(json.dumps(rows, indent=2) if args.json else train_bench.format_table(rows))
     return 0

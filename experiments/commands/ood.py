@@ -28,7 +28,8 @@ def ood_command(args) -> int:
 
     cfg = ood.load_config(args.file)  # every field checked before anything trains
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    per_model = ood.run(cfg, out, device=args.device, backend=args.backend, progress=not args.no_progress)
+    per_model = ood.run(cfg, out, device=args.device, backend=args.backend, progress=not args.no_progress,
+                        autocast=args.autocast)
     table = ood.summarize(per_model)
     paths = ood.write(out, table, per_model, cfg)
     if args.json:

@@ -11,3 +11,5 @@ def engine_options(p, *, what: str = "name") -> None:
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--backend", choices=("local", "ray"), default=None, help="default: the file's, else local")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--autocast", choices=("bfloat16",), default=None,
+                   help="mixed precision for the forward/backward (GPU runs; default: the file's, else none)")

@@ -39,7 +39,7 @@ def run_sweep_command(args) -> int:
         return 0
     out = Path(args.out) if args.out else Path("runs") / sweep.options.name
     rows = run_sweep(sweep, out, backend=args.backend, device=args.device, compile=args.compile,
-                        progress=not args.no_progress)
+                     progress=not args.no_progress, autocast=args.autocast)
     ids = {r.run_id for r in sweep.runs}
     done = sum(1 for r in rows if r["run_id"] in ids and r["status"] in ("done", "diverged"))
     print(f"{done}/{len(ids)} runs finished; `ttb runs {out}` for the table", file=sys.stderr)

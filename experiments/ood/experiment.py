@@ -45,12 +45,13 @@ def evaluation_ranges(cfg: OODConfig) -> list[tuple[float, ValueRange]]:
     return [(cfg.c_train, ValueRange(cfg.c_train))] + list(zip(cfg.test_cs, cfg.protocol().test_ranges()))
 
 
-def run(cfg: OODConfig, out, *, device=None, backend: str | None = None, progress: bool = True) -> pd.DataFrame:
+def run(cfg: OODConfig, out, *, device=None, backend: str | None = None, progress: bool = True,
+        autocast: str | None = None) -> pd.DataFrame:
     """Train every run of ``cfg`` into ``out`` (resuming what is there), then evaluate every model:
     one row per (model kind, task, n, seed, c) with error, mse, final training loss and whether c is
     the training range."""
     plan = sweep(cfg)
-    run_sweep(plan, out, backend=backend, device=device, progress=progress)
+    run_sweep(plan, out, backend=backend, device=device, progress=progress, autocast=autocast)
     device = pick_device(device or cfg.device)
     groups: dict[str, list[S.SeqRun]] = {}
     for r in plan.runs:

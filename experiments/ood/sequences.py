@@ -186,10 +186,10 @@ class SequenceProblem(SeededProblem):
         save_weights(path, self.cfg, self.spec.unflatten(theta_k))
 
 
-def make_trainer(runs: Sequence[SeqRun], device=None, compile: bool = False) -> Trainer:
+def make_trainer(runs: Sequence[SeqRun], device=None, compile: bool = False, autocast: str | None = None) -> Trainer:
     first = runs[0]
     return Trainer(SequenceProblem(runs, device), Loop(first.steps, first.log_every, first.checkpoint_every),
-                   compile=compile)
+                   compile=compile, autocast=autocast)
 
 
 SEQUENCE = Family("sequence", make_trainer)

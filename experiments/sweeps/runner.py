@@ -19,11 +19,12 @@ from experiments.sweeps import store as st
 from experiments.sweeps.spec import BACKENDS, Chunk, Family, Sweep, plan, register
 
 
-def run_chunk(out, runs: list, family: Family, device=None, compile: bool = False, on_log=None) -> list[dict]:
+def run_chunk(out, runs: list, family: Family, device=None, compile: bool = False, on_log=None,
+              autocast: str | None = None) -> list[dict]:
     """Train ``runs`` (one chunk) from their checkpoints or from scratch; write their directories."""
     out = Path(out)
     started = time.time()
-    trainer = family.make_trainer(runs, device=device, compile=compile)
+    trainer = family.make_trainer(runs, device=device, compile=compile, autocast=autocast)
     dirs = [st.run_dir(out, r.run_id) for r in runs]
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
@@ -84,14 +85,14 @@ class Progress:
 
 
 def run_local(chunks: list[Chunk], out: Path, store: st.Store, family_of, *, device=None, compile=False,
-              progress=True) -> None:
+              progress=True, autocast=None) -> None:
     bar = Progress(chunks, enabled=progress)
     try:
         for chunk in chunks:
             store.mark_running([r.run_id for r in chunk.runs])
             bar.start(chunk)
             results = run_chunk(out, chunk.runs, family_of(chunk.runs[0]), device=device, compile=compile,
-                                on_log=bar.on_log)
+                                on_log=bar.on_log, autocast=autocast)
             store.mark_finished(results)
             bar.chunk_done(chunk)
     finally:
@@ -102,8 +103,8 @@ def run_local(chunks: list[Chunk], out: Path, store: st.Store, family_of, *, dev
 # Ray
 
 
-def _ray_chunk(out: str, runs: list, family: Family, device, compile: bool) -> list[dict]:
-    return run_chunk(out, runs, family, device=_ray_device(device), compile=compile)
+def _ray_chunk(out: str, runs: list, family: Family, device, compile: bool, autocast) -> list[dict]:
+    return run_chunk(out, runs, family, device=_ray_device(device), compile=compile, autocast=autocast)
 
 
 def _ray_device(device):
@@ -116,7 +117,7 @@ def _ray_device(device):
 
 
 def run_ray(chunks: list[Chunk], out: Path, store: st.Store, family_of, *, device=None, compile=False,
-            progress=True) -> None:
+            progress=True, autocast=None) -> None:
     """Each chunk is a Ray task (one GPU each when the cluster has GPUs); results land in the store."""
     try:
         import ray  # optional dependency (the `ray` extra)
@@ -130,7 +131,8 @@ def run_ray(chunks: list[Chunk], out: Path, store: st.Store, family_of, *, devic
     pending = {}
     for chunk in chunks:
         store.mark_running([r.run_id for r in chunk.runs])
-        ref = task.remote(str(Path(out).resolve()), list(chunk.runs), family_of(chunk.runs[0]), device, compile)
+        ref = task.remote(str(Path(out).resolve()), list(chunk.runs), family_of(chunk.runs[0]), device, compile,
+                           autocast)
         pending[ref] = chunk
     bar = Progress(chunks, enabled=progress)
     try:
@@ -149,7 +151,7 @@ def run_ray(chunks: list[Chunk], out: Path, store: st.Store, family_of, *, devic
 
 
 def run_sweep(sweep: Sweep, out, *, backend: str | None = None, device: str | None = None,
-              compile: bool | None = None, progress: bool = True) -> list[dict]:
+              compile: bool | None = None, progress: bool = True, autocast: str | None = None) -> list[dict]:
     """Train every unfinished run of ``sweep`` into ``out``; returns the store's rows."""
     out = Path(out)
     opts = sweep.options
@@ -165,7 +167,8 @@ def run_sweep(sweep: Sweep, out, *, backend: str | None = None, device: str | No
             store.mark_finished(adopt)
         started = time.time()
         execute = run_local if backend == "local" else run_ray
-        execute(todo, out, store, sweep.family_of, device=device, compile=compile, progress=progress)
+        execute(todo, out, store, sweep.family_of, device=device, compile=compile, progress=progress,
+                autocast=autocast or opts.autocast)
         rows = store.rows()
     if progress:
         print(f"sweep {opts.name}: {len(todo)} batches in {time.time() - started:.1f}s -> {out}", file=sys.stderr)

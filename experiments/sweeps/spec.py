@@ -44,6 +44,7 @@ from experiments.common.validate import ConfigError, boolean, choice, integer, r
 from experiments.sweeps import store as st
 from experiments.training import regression
 from experiments.training.config import RunConfig
+from experiments.training.trainer import AUTOCAST
 
 BACKENDS = ("local", "ray")
 SECTIONS = ("sweep", "task", "model", "train", "grid")
@@ -56,6 +57,7 @@ class SweepOptions:
     device: str = "auto"
     compile: bool = False
     backend: str = "local"
+    autocast: str | None = None  # "bfloat16": mixed precision on accelerators (not part of any run's identity)
 
     def __post_init__(self):
         string("sweep.name", self.name)
@@ -63,6 +65,7 @@ class SweepOptions:
         check_device_name("sweep.device", self.device)
         boolean("sweep.compile", self.compile)
         choice("sweep.backend", self.backend, BACKENDS)
+        choice("sweep.autocast", self.autocast, (None, *AUTOCAST))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from experiments.common.devices import pick_device
 from experiments.training.config import RunConfig
 from experiments.training.plain import PlainTrainer
 from experiments.training.regression import make_trainer
+from experiments.training.trainer import AUTOCAST
 
 # name -> the run's task / model / train fields (d_model, n_heads, ... as in a sweep file).
 SHAPES = {
@@ -112,31 +113,32 @@ def timed(steppers: list, steps: int, device: torch.device, warmup: int = WARMUP
     return time.perf_counter() - start
 
 
-def _trainer_stepper(runs: list[RunConfig], device, compile: bool = False):
-    trainer = make_trainer(runs, device=device, compile=compile)
+def _trainer_stepper(runs: list[RunConfig], device, compile: bool = False, autocast: str | None = None):
+    trainer = make_trainer(runs, device=device, compile=compile, autocast=autocast)
     state = trainer.initial_state()
     return trainer, lambda: trainer.step(state)
 
 
-def measure(shape: str, K: int, steps: int, device: torch.device, compile: bool = False) -> dict:
+def measure(shape: str, K: int, steps: int, device: torch.device, compile: bool = False,
+            autocast: str | None = None) -> dict:
     runs = shape_runs(shape, K)
     few = runs[:LOOP_MODELS]
-    plain = [PlainTrainer(r, device=device).step for r in few]
-    loop = [_trainer_stepper([r], device, compile)[1] for r in few]
-    batched, step = _trainer_stepper(runs, device, compile)
+    plain = [PlainTrainer(r, device=device, autocast=autocast).step for r in few]
+    loop = [_trainer_stepper([r], device, compile, autocast)[1] for r in few]
+    batched, step = _trainer_stepper(runs, device, compile, autocast)
     best = {"plain": float("inf"), "loop": float("inf"), "batched": float("inf")}
     batched_steps = max(2, -(-steps * 8 // K))  # a K-model step does K models' work: fewer of them
     for i in range(ROUNDS):
         for name, steppers, n in (("plain", plain, steps), ("loop", loop, steps), ("batched", [step], batched_steps)):
             best[name] = min(best[name], timed(steppers, n, device, WARMUP_STEPS if i == 0 else 0) / n)
     plain_s, loop_s, batched_s = (best[k] * steps for k in ("plain", "loop", "batched"))
-    row = {"shape": shape, "K": K, "steps": steps, "device": str(device),
+    row = {"shape": shape, "K": K, "steps": steps, "device": str(device), "autocast": autocast,
            "plain_steps_per_s": len(few) * steps / plain_s, "loop_steps_per_s": len(few) * steps / loop_s,
            "batched_steps_per_s": K * steps / batched_s}
     row["ratio"] = row["batched_steps_per_s"] / row["loop_steps_per_s"]
     row["ratio_vs_plain"] = row["batched_steps_per_s"] / row["plain_steps_per_s"]
     if device.type == "cuda":
-        name, peak = peak_flops(device)
+        name, peak = peak_flops(device, AUTOCAST.get(autocast, torch.float32))
         flops = model_flops(runs[0], batched.spec.n_params)
         row.update(device_name=name, model_flops_per_step=flops,
                    achieved_flops_per_s=flops * row["batched_steps_per_s"], peak_flops_per_s=peak,
@@ -145,7 +147,7 @@ def measure(shape: str, K: int, steps: int, device: torch.device, compile: bool 
 
 
 def run(ks=(1, 8, 32), steps: int = 5, device: str | None = None, shapes: list[str] | None = None,
-        progress: bool = True, compile: bool = False) -> list[dict]:
+        progress: bool = True, compile: bool = False, autocast: str | None = None) -> list[dict]:
     """One row per (shape, K): see the module docstring."""
     shapes = list(SHAPES) if shapes is None else shapes
     for s in shapes:
@@ -155,7 +157,15 @@ def run(ks=(1, 8, 32), steps: int = 5, device: str | None = None, shapes: list[s
         raise ValueError(f"steps and every K must be >= 1, got steps={steps}, ks={tuple(ks)}")
     dev = pick_device(device)
     jobs = [(s, int(k)) for s in shapes for k in ks]
-    return [measure(s, k, steps, dev, compile) for s, k in tqdm(jobs, desc="bench train", disable=not progress)]
+    rows = []
+    for s, k in tqdm(jobs, desc="bench train", disable=not progress):
+        try:
+            rows.append(measure(s, k, steps, dev, compile, autocast))
+        except torch.OutOfMemoryError:  # the largest K that fits is the last row of this shape
+            rows.append({"shape": s, "K": k, "device": str(dev), "autocast": autocast, "error": "out of memory"})
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    return rows
 
 
 def format_table(rows: list[dict]) -> str:
@@ -164,6 +174,9 @@ def format_table(rows: list[dict]) -> str:
             + (f" {'TFLOP/s':>8} {'of peak':>8}" if on_gpu else ""))
     lines = ["model-steps per second", head]
     for r in rows:
+        if "error" in r:
+            lines.append(f"{r['shape']:10} {r['K']:4d}  {r['error']}")
+            continue
         line = (f"{r['shape']:10} {r['K']:4d} {r['plain_steps_per_s']:9.1f} {r['loop_steps_per_s']:9.1f} "
                 f"{r['batched_steps_per_s']:9.1f} {r['ratio_vs_plain']:8.2f}x {r['ratio']:7.2f}x")
         if on_gpu:

@@ -148,8 +148,9 @@ class PlainTrainer:
     """One regression run trained by hand: nn.Module, AdamW, backward, clipping, LambdaLR. The model
     starts from THE trainer's init for the run and sees the same data stream."""
 
-    def __init__(self, run: RunConfig, device=None):
+    def __init__(self, run: RunConfig, device=None, autocast: str | None = None):
         self.problem = problem = RegressionProblem([run], device)
+        self.autocast = autocast
         self.run, self.fmt = run, run.task.format
         w = problem.spec.unflatten(problem.init_theta())
         self.model = PlainTransformer(problem.cfg, w).to(problem.device)
@@ -164,7 +165,9 @@ class PlainTrainer:
 
     def step(self) -> Tensor:
         tokens, targets = self.problem.batch(self.gens, self.step_index)
-        loss = (predictions(self.fmt, self.model(tokens[0])[None]) - targets).pow(2).mean()
+        with torch.autocast(self.problem.device.type, dtype=torch.bfloat16, enabled=self.autocast is not None):
+            out = self.model(tokens[0])[None].to(targets.dtype)
+        loss = (predictions(self.fmt, out) - targets).pow(2).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.run.train.grad_clip > 0:

@@ -153,13 +153,14 @@ def task_groups(runs: Sequence[RunConfig]) -> list[tuple[dict, list[int]]]:
 
 
 def make_trainer(runs: Sequence[RunConfig], device=None, compile: bool = False,
-                 model_chunk: int | None = None) -> Trainer:
+                 model_chunk: int | None = None, autocast: str | None = None) -> Trainer:
     """The trainer of one batch group of regression runs."""
     problem = RegressionProblem(runs, device)
     tr = problem.tr
     chunk = model_chunk or auto_model_chunk(problem.cfg, problem.device, tr.batch_size, problem.task.n_tokens,
                                             problem.dtype)
-    return Trainer(problem, Loop(tr.steps, tr.log_every, tr.checkpoint_every), compile=compile, model_chunk=chunk)
+    return Trainer(problem, Loop(tr.steps, tr.log_every, tr.checkpoint_every), compile=compile, model_chunk=chunk,
+                   autocast=autocast)
 
 
 def train_runs(runs: Sequence[RunConfig], device=None, compile: bool = False):

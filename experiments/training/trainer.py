@@ -165,6 +165,24 @@ def gradients(losses: Callable, theta: Tensor, alive: Tensor, batch: tuple,
     return g, per.detach()
 
 
+AUTOCAST = {"bfloat16": torch.bfloat16}
+
+
+def with_autocast(losses: Callable, autocast: str | None, device: torch.device) -> Callable:
+    """``losses`` run under torch.autocast in ``autocast`` ("bfloat16": matmuls and attention in bf16,
+    reductions and the loss in float32; the weights and the optimiser stay in the training dtype)."""
+    if autocast is None:
+        return losses
+    if autocast not in AUTOCAST:
+        raise ValueError(f"autocast must be one of {list(AUTOCAST)} or None, got {autocast!r}")
+
+    def autocast_losses(theta: Tensor, *batch) -> Tensor:
+        with torch.autocast(device.type, dtype=AUTOCAST[autocast]):
+            return losses(theta, *batch).to(theta.dtype)
+
+    return autocast_losses
+
+
 def make_step(losses: Callable, model_chunk: int | None = None, update: Callable = adamw_) -> Callable:
     """``step(state, batch, hp, decay) -> StepOut`` for per-model ``losses(theta, *batch) -> (K,)``."""
 
@@ -187,7 +205,8 @@ def make_step(losses: Callable, model_chunk: int | None = None, update: Callable
 class Trainer:
     """Trains the K models of one problem together (see the module docstring)."""
 
-    def __init__(self, problem: Problem, loop: Loop, *, compile: bool = False, model_chunk: int | None = None):
+    def __init__(self, problem: Problem, loop: Loop, *, compile: bool = False, model_chunk: int | None = None,
+                 autocast: str | None = None):
         self.problem, self.loop = problem, loop
         self.K, self.device, self.dtype, self.spec = len(problem.runs), problem.device, problem.dtype, problem.spec
         self.runs = problem.runs
@@ -195,7 +214,7 @@ class Trainer:
         self.decay = problem.decay_mask()
         self.stops = problem.early_stops()
         losses = torch.compile(problem.losses) if compile else problem.losses
-        self._step = make_step(losses, model_chunk)
+        self._step = make_step(with_autocast(losses, autocast, self.device), model_chunk)
 
     def initial_state(self) -> TrainState:
         theta = self.problem.init_theta().to(device=self.device, dtype=self.dtype)
