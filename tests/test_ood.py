@@ -140,12 +140,12 @@ def test_bad_config_field_is_named_before_anything_runs(tmp_path, capsys, path, 
 
 
 @pytest.mark.slow
-def test_cpu_config_positional_model_generalises_better_at_large_c():
+def test_cpu_config_positional_model_generalises_better_at_large_c(tmp_path):
     """The shipped CPU experiment (a few minutes): at c = 20, ten times the training range, the
     positional model's median error on cumsum is below the standard model's (measured: 1.5e-3
     against 0.47, so the margin is wide)."""
     from pathlib import Path
 
     cfg = ood.load_config(Path(__file__).resolve().parents[1] / "experiments/configs/positional_ood_cpu.toml")
-    table = ood.summarize(ood.run(cfg)).set_index(["model_kind", "task", "c"])["median_error"]
+    table = ood.summarize(ood.run(cfg, tmp_path, progress=False)).set_index(["model_kind", "task", "c"])["median_error"]
     assert table["positional", "cumsum", 20.0] < table["standard", "cumsum", 20.0] / 10

@@ -216,6 +216,11 @@ class Trainer:
         losses = torch.compile(problem.losses) if compile else problem.losses
         self._step = make_step(with_autocast(losses, autocast, self.device), model_chunk)
 
+    @property
+    def cfg(self):
+        """The model config of the problem's models."""
+        return self.problem.cfg
+
     def initial_state(self) -> TrainState:
         theta = self.problem.init_theta().to(device=self.device, dtype=self.dtype)
         K, dev = self.K, self.device
