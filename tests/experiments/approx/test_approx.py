@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from test_ood import _toml
+from support import toml_text
 
 from experiments.approx import study as approx
 from experiments.commands.main import main
@@ -99,7 +99,7 @@ def test_redraw_of_an_empty_folder_says_what_is_missing(tmp_path):
 
 def test_ttb_approx_writes_tables_and_figures_and_plot_redraws_them(tmp_path, capsys):
     path = tmp_path / "tiny.toml"
-    path.write_text(_toml(TINY))
+    path.write_text(toml_text(TINY))
     out = tmp_path / "out"
     assert main(["approx", str(path), "--out", str(out), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -137,7 +137,7 @@ def test_mpnn_figures_put_trained_models_beside_the_constructions_at_their_width
 
 def test_ttb_approx_names_a_bad_field_before_training(tmp_path, capsys):
     path = tmp_path / "bad.toml"
-    path.write_text(_toml({**TINY, "transformer": {**TINY["transformer"], "widths": [0]}}))
+    path.write_text(toml_text({**TINY, "transformer": {**TINY["transformer"], "widths": [0]}}))
     assert main(["approx", str(path), "--out", str(tmp_path / "o")]) == 2
     assert "transformer.widths" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

@@ -4,13 +4,13 @@ configs expanded when the ids were first published); a change to hashing, defaul
 config that moved any of them fails this test."""
 
 import hashlib
-from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from experiments.sweeps.spec import load_sweep
 
-CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+CONFIGS = ROOT / "experiments" / "configs"
 PINNED = {  # file: (runs, digest of "id id id ...", first id)
     "gpt2_interleaved_cpu.toml": (6, "cdf2c62cd81db8bc", "93c980d99b8e"),
     "gpt2_interleaved_gpu.toml": (3, "08cc60d39ac8fcbd", "a0955d8f0fbe"),

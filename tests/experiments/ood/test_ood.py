@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 import torch
+from support import ROOT, toml_text
 
 from constructions.model import forward
 from experiments.commands.main import main
@@ -23,17 +24,6 @@ TINY = {
     "train": {"seeds": 2, "steps": 3, "batch_size": 4},
     "eval": {"batch_size": 8},
 }
-
-
-def _toml(d: dict) -> str:
-    """A minimal TOML writer for the flat tables above."""
-    def value(v):
-        return json.dumps(v)
-
-    top = [f"{k} = {value(v)}" for k, v in d.items() if not isinstance(v, dict)]
-    tables = [f"[{k}]\n" + "\n".join(f"{kk} = {value(vv)}" for kk, vv in v.items())
-              for k, v in d.items() if isinstance(v, dict)]
-    return "\n".join(top) + "\n" + "\n".join(tables) + "\n"
 
 
 @pytest.mark.parametrize("kind", TS.MODEL_KINDS)
@@ -86,7 +76,7 @@ def test_summary_holds_median_and_worst_error_over_seeds():
 
 def test_ood_command_writes_table_and_figure_and_json_has_the_keys(tmp_path, capsys, close_figures):
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text(_toml(TINY))
+    cfg.write_text(toml_text(TINY))
     out = tmp_path / "out"
     assert main(["ood", str(cfg), "--out", str(out), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -133,7 +123,7 @@ def test_bad_config_field_is_named_before_anything_runs(tmp_path, capsys, path, 
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         ood.parse_config(data)
     cfg = tmp_path / "bad.toml"
-    cfg.write_text(_toml(data))
+    cfg.write_text(toml_text(data))
     assert main(["ood", str(cfg), "--out", str(tmp_path / "out")]) == 2
     assert field in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -144,8 +134,7 @@ def test_cpu_config_positional_model_generalises_better_at_large_c(tmp_path):
     """The shipped CPU experiment (a few minutes): at c = 20, ten times the training range, the
     positional model's median error on cumsum is below the standard model's (measured: 1.5e-3
     against 0.47, so the margin is wide)."""
-    from pathlib import Path
 
-    cfg = ood.load_config(Path(__file__).resolve().parents[1] / "experiments/configs/positional_ood_cpu.toml")
+    cfg = ood.load_config(ROOT / "experiments/configs/positional_ood_cpu.toml")
     table = ood.summarize(ood.run(cfg, tmp_path, progress=False)).set_index(["model_kind", "task", "c"])["median_error"]
     assert table["positional", "cumsum", 20.0] < table["standard", "cumsum", 20.0] / 10
