@@ -249,17 +249,3 @@ def test_compiled_step_runs_on_cuda_and_matches_eager():
     _, compiled = train_runs(runs, device="cuda", compile=True)
     torch.testing.assert_close(compiled.theta, eager.theta, atol=1e-4, rtol=1e-3)
     assert all(math.isfinite(r["loss"]) for m in compiled.metrics for r in m)
-
-
-def test_bench_train_reports_loop_and_batched_rates_for_each_shape_and_K():
-    from experiments.training import bench as train_bench
-
-    rows = train_bench.run(ks=(1, 2), steps=1, device="cpu", shapes=["tiny", "lsa"], progress=False)
-    assert [(r["shape"], r["K"]) for r in rows] == [("tiny", 1), ("tiny", 2), ("lsa", 1), ("lsa", 2)]
-    for r in rows:
-        assert r["plain_steps_per_s"] > 0 and r["loop_steps_per_s"] > 0 and r["batched_steps_per_s"] > 0
-        assert r["ratio"] == pytest.approx(r["batched_steps_per_s"] / r["loop_steps_per_s"])
-        assert r["ratio_vs_plain"] == pytest.approx(r["batched_steps_per_s"] / r["plain_steps_per_s"])
-    assert "tiny" in train_bench.format_table(rows)
-    with pytest.raises(ValueError, match="shape must be one of"):
-        train_bench.run(shapes=["huge"])
