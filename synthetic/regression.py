@@ -4,6 +4,8 @@ The task (Garg et al. 2022, with the anisotropic and noisy variants of Akyurek e
 prompt is N points (x_i, y_i) sharing one weight vector w:
 
     x_i ~ N(0, Sigma)                       Sigma = I_d (isotropic) or V diag(lam) V^T (anisotropic)
+    or x_i = A u_i, u_i ~ U(-r, r)^d        ``x_dist="uniform"`` with half-width r = ``x_range`` (von
+                                            Oswald et al. 2023), A the same mixing as above
     w   ~ N(0, w_std^2 I_d)                 one w per prompt
     y_i = w . x_i + noise_std * eps_i       eps_i ~ N(0, 1)
 
@@ -24,7 +26,8 @@ Glossary of shapes
     d   input dimension
 
 Draw-order guarantee. For each model k, ``generators[k]`` alone draws, in float64 and in this order:
-z (B, N, d) for x, then w (B, d), then eps (B, N). eps is drawn even when noise_std == 0. Hence:
+z (B, N, d) for x (standard normal, or uniform on [-r, r] for ``x_dist="uniform"``), then w (B, d),
+then eps (B, N). eps is drawn even when noise_std == 0. Hence:
     - model k of a K-model batch sees exactly the data it would see sampled alone;
     - the same seeds give the same numbers;
     - changing noise_std changes y only: x, w and the generator's state afterwards are unchanged, so
@@ -45,6 +48,7 @@ import torch
 from torch import Tensor
 
 TASK_KINDS = ("isotropic", "anisotropic")
+X_DISTS = ("gaussian", "uniform")
 _MAX_SEED = 2**64 - 1  # the range torch.Generator.manual_seed accepts (non-negative part)
 
 
@@ -82,7 +86,8 @@ class RegressionTask:
     Fields: ``d`` input dimension (>= 1); ``n_points`` points per prompt (>= 1); ``noise_std`` (>= 0);
     ``kind`` one of TASK_KINDS; ``condition_number`` kappa = cond(Sigma) (>= 1; must be 1 for
     isotropic); ``basis_seed`` seed of the anisotropic eigenbasis (0 <= seed < 2**64); ``w_std``
-    (> 0); ``n_dims_active`` curriculum width k, 1 <= k <= d, or None for d.
+    (> 0); ``n_dims_active`` curriculum width k, 1 <= k <= d, or None for d; ``x_dist`` one of
+    X_DISTS and ``x_range`` (> 0) the half-width of the uniform inputs (1.0 and unused for gaussian).
     """
 
     d: int
@@ -93,6 +98,8 @@ class RegressionTask:
     basis_seed: int = 0
     w_std: float = 1.0
     n_dims_active: int | None = None
+    x_dist: str = "gaussian"
+    x_range: float = 1.0
 
     def __post_init__(self):
         _check_int("RegressionTask.d", self.d, lo=1)
@@ -109,6 +116,11 @@ class RegressionTask:
         self._set_real("w_std", lo=0.0, strict=True)
         if self.n_dims_active is not None:
             _check_int("RegressionTask.n_dims_active", self.n_dims_active, lo=1, hi=self.d)
+        if self.x_dist not in X_DISTS:
+            raise ValueError(f"RegressionTask.x_dist must be one of {X_DISTS}, got {self.x_dist!r}")
+        self._set_real("x_range", lo=0.0, strict=True)
+        if self.x_dist == "gaussian" and self.x_range != 1.0:
+            raise ValueError(f"RegressionTask.x_range applies to x_dist='uniform' only, got {self.x_range}")
 
     def _set_real(self, name: str, lo: float, strict: bool = False) -> None:
         value = _check_real(f"RegressionTask.{name}", getattr(self, name), lo, strict=strict)
@@ -131,9 +143,12 @@ class RegressionTask:
         return _eigenvalues(self.d, kappa).to(device=device, dtype=dtype)
 
     def covariance(self, dtype: torch.dtype = torch.float64, device=None) -> Tensor:
-        """Cov(x) of the inputs as drawn, (d, d): Sigma with rows/columns beyond active_dims zeroed."""
+        """Cov(x) of the inputs as drawn, (d, d): Sigma with rows/columns beyond active_dims zeroed
+        (U(-r, r) has variance r^2 / 3 per coordinate)."""
         mixing = _mixing_matrix(self)
         cov = torch.eye(self.d, dtype=torch.float64) if mixing is None else mixing @ mixing.T
+        if self.x_dist == "uniform":
+            cov = cov * self.x_range**2 / 3
         cov[self.active_dims :, :] = 0.0
         cov[:, self.active_dims :] = 0.0
         return cov.to(device=device, dtype=dtype)
@@ -244,7 +259,10 @@ def sample(
 def _draw_one(task: RegressionTask, g: torch.Generator, batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
     """x (B, N, d), y (B, N), w (B, d) in float64 on g's device, in the documented draw order."""
     B, N, d, f64 = batch_size, task.n_points, task.d, torch.float64
-    z = torch.randn(B, N, d, generator=g, device=g.device, dtype=f64)
+    if task.x_dist == "uniform":
+        z = (2 * torch.rand(B, N, d, generator=g, device=g.device, dtype=f64) - 1) * task.x_range
+    else:
+        z = torch.randn(B, N, d, generator=g, device=g.device, dtype=f64)
     w = torch.randn(B, d, generator=g, device=g.device, dtype=f64) * task.w_std
     eps = torch.randn(B, N, generator=g, device=g.device, dtype=f64)  # drawn even if noise_std == 0
     mixing = _mixing_matrix(task)

@@ -24,6 +24,7 @@ from constructions.model import ATTENTION_KINDS, MLP_KINDS, NORMS, ModelConfig
 from experiments.common.devices import DTYPES
 from experiments.common.ids import run_id
 from experiments.common.validate import ConfigError, boolean, choice, integer, real, section
+from synthetic.regression import X_DISTS
 
 FORMATS = ("interleaved", "example")
 TASK_KINDS = ("isotropic", "anisotropic", "noise_mixture", "sparse", "pool", "representation")
@@ -32,6 +33,7 @@ TASK_KINDS = ("isotropic", "anisotropic", "noise_mixture", "sparse", "pool", "re
 # isotropic / anisotropic runs are the ones they had before these kinds existed.
 KIND_FIELDS = {"noise_mixture": ("noise_levels", "noise_probs"), "sparse": ("k",),
                "pool": ("pool_size", "pool_seed"), "representation": ("phi_depth", "phi_width", "phi_seed")}
+OPTIONAL_FIELDS = ("x_dist", "x_range")  # left out of the resolved config at their defaults
 DATA_ON = ("device", "cpu")
 MASK_OF_FORMAT = {"interleaved": "causal", "example": "exclude_query"}
 
@@ -65,6 +67,8 @@ class TaskSpec:
     phi_depth: int = 1  # representation: ReLU layers of Phi
     phi_width: int = 16  # representation: units per layer (the feature dimension)
     phi_seed: int = 0  # representation: seed of Phi
+    x_dist: str = "gaussian"  # gaussian | uniform (isotropic / anisotropic kinds)
+    x_range: float = 1.0  # uniform: half-width r of U(-r, r)
 
     def __post_init__(self):
         integer("task.d", self.d, 1)
@@ -76,6 +80,7 @@ class TaskSpec:
             raise ConfigError(f"task.condition_number must be 1.0 when task.kind = {self.kind!r} "
                               f"(use 'anisotropic'), got {self.condition_number}")
         self._check_kind_fields()
+        self._check_inputs()
         integer("task.basis_seed", self.basis_seed, 0)
         real("task.w_std", self.w_std, 0.0, open_lo=True)
         choice("task.format", self.format, FORMATS)
@@ -102,6 +107,15 @@ class TaskSpec:
                 integer(f"task.{name}", getattr(self, name), 1)
             integer("task.phi_seed", self.phi_seed, 0)
 
+    def _check_inputs(self) -> None:
+        choice("task.x_dist", self.x_dist, X_DISTS)
+        real("task.x_range", self.x_range, 0.0, open_lo=True)
+        if self.x_dist != "gaussian" and self.kind in KIND_FIELDS:
+            raise ConfigError(f"task.x_dist must be 'gaussian' for task.kind = {self.kind!r} (uniform inputs are "
+                              f"for the isotropic and anisotropic kinds), got {self.x_dist!r}")
+        if self.x_dist == "gaussian" and self.x_range != 1.0:
+            raise ConfigError(f"task.x_range applies to task.x_dist = 'uniform' only, got {self.x_range}")
+
     def _check_mixture(self) -> None:
         for name in ("noise_levels", "noise_probs"):
             if not isinstance(getattr(self, name), tuple):
@@ -119,10 +133,11 @@ class TaskSpec:
         object.__setattr__(self, "noise_probs", probs)
 
     def resolved(self) -> dict:
-        """The fields as hashed and stored: the kind-specific ones only where they differ from the
-        defaults (so configs written before those fields existed keep their run ids)."""
+        """The fields as hashed and stored: the kind-specific ones and the input distribution only
+        where they differ from the defaults (so configs written before those fields existed keep
+        their run ids)."""
         out = dataclasses.asdict(self)
-        for name in (n for names in KIND_FIELDS.values() for n in names):
+        for name in (*(n for names in KIND_FIELDS.values() for n in names), *OPTIONAL_FIELDS):
             if out[name] == _TASK_DEFAULTS[name]:
                 del out[name]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}

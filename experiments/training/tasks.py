@@ -18,13 +18,13 @@ from synthetic import tasks as icl_tasks
 
 # The TaskSpec fields that fix a run's data distribution (runs that agree on them share one draw call).
 DATA_FIELDS = ("d", "noise_std", "kind", "condition_number", "basis_seed", "w_std", "noise_levels", "noise_probs",
-               "k", "pool_size", "pool_seed", "phi_depth", "phi_width", "phi_seed")
+               "k", "pool_size", "pool_seed", "phi_depth", "phi_width", "phi_seed", "x_dist", "x_range")
 
 
 def _regression(f: dict, n_points: int, n_dims: int):
     return regression.RegressionTask(n_points=n_points, n_dims_active=n_dims, noise_std=f["noise_std"], kind=f["kind"],
                                      condition_number=f["condition_number"], basis_seed=f["basis_seed"], d=f["d"],
-                                     w_std=f["w_std"])
+                                     w_std=f["w_std"], x_dist=f["x_dist"], x_range=f["x_range"])
 
 
 def _common(f: dict, n_points: int) -> dict:

@@ -299,3 +299,17 @@ def test_strategy_arguments_are_checked_and_profiles_are_registered():
         sts.positive_floats(2.0, 1.0)
     assert settings.get_profile("ci").max_examples == 25 and settings.get_profile("ci").derandomize
     assert settings.get_profile("dev").max_examples == 300
+
+
+def test_uniform_inputs_lie_in_the_stated_cube_with_variance_r_squared_over_three():
+    """x ~ U(-r, r)^d (von Oswald et al.): every coordinate inside [-r, r], empirical variance
+    r^2 / 3 within 5 standard errors (the variance of x^2 is 4 r^4 / 45 for a uniform x)."""
+    r, n = 0.5, 20000
+    task = RegressionTask(d=3, n_points=10, x_dist="uniform", x_range=r)
+    x = sample(task, make_generators([0]), n // 10, dtype=torch.float64).x.reshape(-1, 3)
+    assert float(x.abs().max()) <= r
+    se = (4 * r**4 / 45 / len(x)) ** 0.5
+    assert torch.allclose(x.pow(2).mean(0), torch.full((3,), r**2 / 3, dtype=torch.float64), atol=5 * se)
+    torch.testing.assert_close(task.covariance(), torch.eye(3, dtype=torch.float64) * r**2 / 3)
+    with pytest.raises(ValueError, match="x_range applies to x_dist='uniform' only"):
+        RegressionTask(d=3, n_points=10, x_range=2.0)

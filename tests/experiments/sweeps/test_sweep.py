@@ -20,6 +20,7 @@ from experiments.common.validate import ConfigError
 from experiments.sweeps import spec as sw
 from experiments.sweeps.runner import run_sweep
 from experiments.sweeps.store import FINISHED, Store, status_rows
+from experiments.training.config import RunConfig
 
 TINY = """
 [sweep]
@@ -100,6 +101,16 @@ def test_run_ids_hash_the_resolved_config(tmp_path):
     assert [r.run_id for r in explicit_default.runs] == [r.run_id for r in sweep.runs]
 
 
+def test_uniform_inputs_are_part_of_a_runs_identity_and_the_default_is_not(tmp_path):
+    """Leaving the new fields at their defaults keeps every old run id (test_run_ids pins them);
+    setting them gives another run."""
+    base = sw.load_sweep(write_sweep(tmp_path)).runs[0]
+    uniform = RunConfig.from_dict({**base.to_dict(), "task": {**base.to_dict()["task"], "x_dist": "uniform",
+                                                             "x_range": 0.5}})
+    assert "x_dist" not in base.to_dict()["task"] and uniform.run_id != base.run_id
+    assert RunConfig.from_dict(uniform.to_dict()) == uniform
+
+
 def test_runs_group_by_shape_and_chunk_by_max_models(tmp_path):
     sweep = sw.load_sweep(write_sweep(tmp_path, extra='"model.d_model" = [16, 32]\n'))
     chunks = sw.chunks(sweep.runs, {}, max_models=3)
@@ -126,6 +137,9 @@ def test_runs_group_by_shape_and_chunk_by_max_models(tmp_path):
     ("[model]\nbeta = 0.0", ["model.beta", "positive", "leave model.beta out"]),
     ("[grid]\n'model.beta' = [0.5, 0]", ["model.beta", "grid point 1"]),
     ("[sweep]\ndevice = 'cpu:banana'", ["sweep.device", "cuda:N"]),
+    ("[task]\nkind = 'pool'\npool_size = 4\nx_dist = 'uniform'", ["task.x_dist", "'gaussian'", "'pool'"]),
+    ("[task]\nx_range = 2.0", ["task.x_range", "'uniform' only"]),
+    ("[task]\nx_dist = 'laplace'", ["task.x_dist", "'uniform'"]),
 ])
 def test_a_bad_sweep_file_names_the_field_and_allowed_values_before_anything_runs(tmp_path, text, names, capsys):
     path = tmp_path / "bad.toml"
