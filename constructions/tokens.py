@@ -11,6 +11,10 @@ Two formats, both with Din = d + 1 features per token (x in the first d, y in th
     A causal model predicts y_i at the x_i token, i.e. at every even position, from the examples
     before it (:func:`interleaved_predictions`).
 
+``interleaved_y0`` (Garg et al. 2022's own layout)
+    the same sequence with d features per token: an x token is x_i, a y token is (y_i, 0, ..., 0),
+    y in the first coordinate (:func:`interleaved_y0_tokens`); predictions as ``interleaved``.
+
 Constructions put their sign conventions into W_U, so the prediction is always ``+readout``.
 """
 
@@ -44,6 +48,14 @@ def interleaved_tokens(x: Tensor, y: Tensor) -> Tensor:
     x_tok = torch.cat([x, torch.zeros_like(x[..., :1])], dim=-1)
     y_tok = torch.cat([torch.zeros_like(x), y.unsqueeze(-1)], dim=-1)
     return torch.stack([x_tok, y_tok], dim=-2).flatten(-3, -2)
+
+
+def interleaved_y0_tokens(x: Tensor, y: Tensor) -> Tensor:
+    """x (..., N, d), y (..., N) -> tokens (..., 2 N, d): x_1, (y_1, 0, ..., 0), x_2, ..."""
+    if x.shape[:-1] != y.shape:
+        raise ValueError(f"interleaved_y0_tokens: x {tuple(x.shape)} and y {tuple(y.shape)} disagree on (..., N)")
+    y_tok = torch.cat([y.unsqueeze(-1), torch.zeros_like(x[..., 1:])], dim=-1)
+    return torch.stack([x, y_tok], dim=-2).flatten(-3, -2)
 
 
 def interleaved_predictions(out: Tensor) -> Tensor:

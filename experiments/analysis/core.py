@@ -33,10 +33,10 @@ import torch
 from torch import Tensor
 
 from constructions import model as M
-from constructions.tokens import example_tokens, interleaved_tokens
+from constructions.tokens import example_tokens, interleaved_tokens, interleaved_y0_tokens
 
 COLUMNS = ("run", "model", "layer", "algorithm", "iteration", "n_examples", "metric", "value")
-FORMATS = ("example", "interleaved")
+FORMATS = ("example", "interleaved", "interleaved_y0")
 F64 = torch.float64
 
 
@@ -104,10 +104,11 @@ def tokens(fmt: str, x: Tensor, y: Tensor, x_query: Tensor) -> Tensor:
     """
     if fmt == "example":
         return example_tokens(x, y, x_query)
-    if fmt == "interleaved":
+    if fmt in ("interleaved", "interleaved_y0"):
         xs = torch.cat([x, x_query.unsqueeze(-2)], dim=-2)
         ys = torch.cat([y, torch.zeros_like(y[..., :1])], dim=-1)
-        return interleaved_tokens(xs, ys)[..., :-1, :]
+        make = interleaved_tokens if fmt == "interleaved" else interleaved_y0_tokens
+        return make(xs, ys)[..., :-1, :]
     raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
 
 

@@ -26,7 +26,7 @@ from experiments.common.ids import run_id
 from experiments.common.validate import ConfigError, boolean, choice, integer, real, section
 from synthetic.regression import X_DISTS
 
-FORMATS = ("interleaved", "example")
+FORMATS = ("interleaved", "example", "interleaved_y0")
 TASK_KINDS = ("isotropic", "anisotropic", "noise_mixture", "sparse", "pool", "representation")
 # Fields that only some task kinds read: kind -> its fields (each defaults to "unused", and a field
 # given for another kind is an error). Defaults are left out of the hashed config, so run ids of
@@ -35,7 +35,7 @@ KIND_FIELDS = {"noise_mixture": ("noise_levels", "noise_probs"), "sparse": ("k",
                "pool": ("pool_size", "pool_seed"), "representation": ("phi_depth", "phi_width", "phi_seed")}
 OPTIONAL_FIELDS = ("x_dist", "x_range")  # left out of the resolved config at their defaults
 DATA_ON = ("device", "cpu")
-MASK_OF_FORMAT = {"interleaved": "causal", "example": "exclude_query"}
+MASK_OF_FORMAT = {"interleaved": "causal", "example": "exclude_query", "interleaved_y0": "causal"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ class TaskSpec:
 
     @property
     def n_tokens(self) -> int:
-        return 2 * self.n_points if self.format == "interleaved" else self.n_points
+        return self.n_points if self.format == "example" else 2 * self.n_points
 
 
 _TASK_DEFAULTS = {f.name: f.default for f in fields(TaskSpec)}
@@ -317,7 +317,7 @@ class RunConfig:
         m, t = self.model, self.task
         return ModelConfig(
             d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads,
-            d_head=m.d_head or m.d_model // m.n_heads, d_in=t.d + 1, d_out=1,
+            d_head=m.d_head or m.d_model // m.n_heads, d_in=t.d if t.format == "interleaved_y0" else t.d + 1, d_out=1,
             d_mlp=0 if m.mlp == "none" else (m.d_mlp or 4 * m.d_model), attention=m.attention,
             beta=None if m.beta == 0.0 else m.beta, mask=MASK_OF_FORMAT[t.format], mlp=m.mlp, norm=m.norm,
             final_norm=m.final_norm, residual=m.residual, bias=m.bias, n_positions=t.n_tokens,

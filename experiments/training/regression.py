@@ -7,8 +7,9 @@ generator (models with the same data distribution in one call), turns them into 
 the readout with the mean squared error over the predicted positions.
 
 Token formats (``task.format``): "interleaved" (x_1, y_1, x_2, ..., causal mask, a prediction at
-every x token, loss averaged over all of them) and "example" (z_i = (x_i, y_i), query (x_q, 0),
-"exclude_query" mask, one prediction per prompt).
+every x token, loss averaged over all of them), "interleaved_y0" (the same with d-wide tokens and y
+in the first coordinate of its token, as Garg et al.) and "example" (z_i = (x_i, y_i), query
+(x_q, 0), "exclude_query" mask, one prediction per prompt).
 
 Glossary: K models, B prompts per model, N points per prompt, d input dimension, P parameters.
 """
@@ -22,7 +23,13 @@ import torch
 from torch import Tensor
 
 from constructions.model import ModelConfig, forward, init, save_weights
-from constructions.tokens import example_tokens, interleaved_predictions, interleaved_tokens, query_prediction
+from constructions.tokens import (
+    example_tokens,
+    interleaved_predictions,
+    interleaved_tokens,
+    interleaved_y0_tokens,
+    query_prediction,
+)
 from experiments.common.devices import pick_device
 from experiments.common.seeds import DATA_STREAM, EVAL_STREAM, INIT_STREAM, derive_seed
 from experiments.training import tasks
@@ -37,12 +44,14 @@ def make_tokens(fmt: str, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """x (K, B, N, d), y (K, B, N) -> tokens and the targets the predictions are scored against."""
     if fmt == "interleaved":
         return interleaved_tokens(x, y), y  # targets (K, B, N)
+    if fmt == "interleaved_y0":
+        return interleaved_y0_tokens(x, y), y
     return example_tokens(x[:, :, :-1], y[:, :, :-1], x[:, :, -1]), y[:, :, -1:]  # targets (K, B, 1)
 
 
 def predictions(fmt: str, out: Tensor) -> Tensor:
     """Readout (K, B, T, 1) -> predictions shaped like the targets."""
-    return interleaved_predictions(out) if fmt == "interleaved" else query_prediction(out)[..., None]
+    return query_prediction(out)[..., None] if fmt == "example" else interleaved_predictions(out)
 
 
 def auto_model_chunk(cfg: ModelConfig, device: torch.device, batch_size: int, n_tokens: int, dtype) -> int | None:
@@ -112,7 +121,7 @@ class RegressionProblem:
                                        self.task.d)
         out = forward(self.cfg, self.spec.unflatten(theta), tokens).out
         curve = (predictions(self.task.format, out) - targets).pow(2).mean(1).double().cpu()  # (K, N')
-        first, d = (0 if self.task.format == "interleaved" else self.task.n_points - 1), self.task.d
+        first, d = (self.task.n_points - 1 if self.task.format == "example" else 0), self.task.d
         return [{"eval_mse": float(c.mean()), "eval_nmse": float(c.mean()) / d,
                  "curve": [{"n_examples": first + i, "nmse": float(e) / d} for i, e in enumerate(c)]}
                 for c in curve]

@@ -383,3 +383,11 @@ def test_interleaved_tokens_alternate_x_and_y_and_predict_at_every_x():
     assert torch.equal(tk.interleaved_predictions(out), torch.tensor([10.0, 12.0]))
     with pytest.raises(ValueError, match="disagree"):
         tk.interleaved_tokens(x, torch.zeros(3))
+
+
+def test_garg_layout_tokens_are_d_wide_with_y_in_the_first_coordinate():
+    x, y = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([5.0, 6.0])
+    z = tk.interleaved_y0_tokens(x[None], y[None])[0]
+    assert torch.equal(z, torch.tensor([[1.0, 2.0], [5.0, 0.0], [3.0, 4.0], [6.0, 0.0]]))
+    with pytest.raises(ValueError, match="disagree"):
+        tk.interleaved_y0_tokens(x, torch.zeros(3))

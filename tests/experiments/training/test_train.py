@@ -249,3 +249,14 @@ def test_compiled_step_runs_on_cuda_and_matches_eager():
     _, compiled = train_runs(runs, device="cuda", compile=True)
     torch.testing.assert_close(compiled.theta, eager.theta, atol=1e-4, rtol=1e-3)
     assert all(math.isfinite(r["loss"]) for m in compiled.metrics for r in m)
+
+
+def test_the_garg_token_layout_trains_with_d_wide_tokens_and_the_same_predictions_per_step():
+    """task.format = "interleaved_y0": d input features (not d + 1), causal mask, one prediction per
+    point; batched equals separate as for the other formats."""
+    runs = mixed_runs(task={"format": "interleaved_y0"})[:2]
+    cfg = runs[0].model_config()
+    assert cfg.d_in == runs[0].task.d and cfg.mask == "causal"
+    assert_batch_equals_separate(runs, atol=1e-10)
+    trainer, state = train_runs(runs[:1], device="cpu")
+    assert len(trainer.summary(state)[0]["curve"]) == runs[0].task.n_points
