@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "experiments.commands.analysis",  # ttb compare | plot | demo
     "experiments.commands.ood",  # ttb ood
     "experiments.commands.approx",  # ttb approx
+    "experiments.commands.reproduce",  # ttb reproduce
+    "experiments.commands.imports",  # ttb import garg
 )
 
 

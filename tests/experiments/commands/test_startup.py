@@ -20,7 +20,7 @@ def test_building_the_cli_parser_imports_no_heavy_module():
 
 
 def test_every_command_help_runs_without_heavy_imports():
-    for command in ("check", "sweep", "compare", "ood", "approx", "bench"):
+    for command in ("check", "sweep", "compare", "ood", "approx", "bench", "reproduce", "import"):
         probe = PROBE.replace("build_parser()", f"""
 import contextlib, io
 try:
