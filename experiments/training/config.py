@@ -24,6 +24,7 @@ from constructions.model import ATTENTION_KINDS, MLP_KINDS, NORMS, ModelConfig
 from experiments.common.devices import DTYPES
 from experiments.common.ids import run_id
 from experiments.common.validate import ConfigError, boolean, choice, integer, real, section
+from experiments.training.optim import SCHEDULES
 from synthetic.regression import X_DISTS
 
 FORMATS = ("interleaved", "example", "interleaved_y0")
@@ -33,6 +34,7 @@ TASK_KINDS = ("isotropic", "anisotropic", "noise_mixture", "sparse", "pool", "re
 # isotropic / anisotropic runs are the ones they had before these kinds existed.
 KIND_FIELDS = {"noise_mixture": ("noise_levels", "noise_probs"), "sparse": ("k",),
                "pool": ("pool_size", "pool_seed"), "representation": ("phi_depth", "phi_width", "phi_seed")}
+IO_KINDS = ("learned", "identity")
 OPTIONAL_FIELDS = ("x_dist", "x_range")  # left out of the resolved config at their defaults
 DATA_ON = ("device", "cpu")
 MASK_OF_FORMAT = {"interleaved": "causal", "example": "exclude_query", "interleaved_y0": "causal"}
@@ -166,6 +168,8 @@ class ModelSpec:
     bias: bool = True
     mask: str = "auto"  # auto: causal for interleaved, exclude_query for example
     init_std: float = 0.02
+    positions: bool = True  # learned position embeddings
+    io: str = "learned"  # learned embedding and readout, or "identity": tokens are the stream, readout -y (fixed)
 
     def __post_init__(self):
         for name in ("n_layers", "d_model", "n_heads"):
@@ -183,6 +187,17 @@ class ModelSpec:
             boolean(f"model.{name}", getattr(self, name))
         choice("model.mask", self.mask, ("auto",) + tuple(MASK_OF_FORMAT.values()))
         real("model.init_std", self.init_std, 0.0, open_lo=True)
+        boolean("model.positions", self.positions)
+        choice("model.io", self.io, IO_KINDS)
+
+    def resolved(self) -> dict:
+        """The fields as hashed and stored; ``positions`` and ``io`` only where they differ from the
+        defaults (configs written before they existed keep their run ids)."""
+        out = dataclasses.asdict(self)
+        for name, default in (("positions", True), ("io", "learned")):
+            if out[name] == default:
+                del out[name]
+        return out
 
 
 @dataclass(frozen=True)
@@ -218,6 +233,7 @@ class TrainSpec:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     min_lr_ratio: float = 0.1
+    schedule: str = "cosine"  # after the warmup: cosine or linear decay to min_lr_ratio * lr (optim.SCHEDULES)
     grad_clip: float = 1.0  # 0: no clipping
     seed: int = 0  # init; also the data seed unless data_seed is given
     data_seed: int = -1  # -1: same as seed
@@ -242,6 +258,7 @@ class TrainSpec:
         for name in ("weight_decay", "grad_clip", "early_stop_min_delta", "early_stop_target"):
             real(f"train.{name}", getattr(self, name), 0.0)
         real("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        choice("train.schedule", self.schedule, SCHEDULES)
         choice("train.dtype", self.dtype, tuple(DTYPES))
         choice("train.data_on", self.data_on, DATA_ON)
         if self.checkpoint_every % self.log_every:
@@ -257,10 +274,18 @@ class TrainSpec:
         return self.seed if self.data_seed < 0 else self.data_seed
 
     def hyper(self) -> dict:
-        """This model's optimiser settings (the keys of ``optim.HYPER_DEFAULTS``)."""
+        """This model's optimiser settings (the keys of ``optim.HYPER_DEFAULTS`` and the schedule's name)."""
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
                 "weight_decay": self.weight_decay, "warmup": self.warmup_steps, "total": self.steps,
-                "min_lr_ratio": self.min_lr_ratio, "clip": self.grad_clip}
+                "min_lr_ratio": self.min_lr_ratio, "clip": self.grad_clip, "schedule": self.schedule}
+
+    def resolved(self) -> dict:
+        """The fields as hashed and stored; ``schedule`` only where it is not the default cosine
+        (configs written before it existed keep their run ids)."""
+        out = dataclasses.asdict(self)
+        if out["schedule"] == "cosine":
+            del out["schedule"]
+        return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -285,6 +310,11 @@ class RunConfig:
         if cur is not None and self.task.kind in KIND_FIELDS and cur.dims_start < self.task.d:
             raise ConfigError(f"train.curriculum.dims_start must equal task.d ({self.task.d}) when task.kind = "
                               f"{self.task.kind!r} (only the number of points can grow), got {cur.dims_start}")
+        if self.model.io == "identity" and (self.model.d_model != self.task.d + 1 or
+                                            self.task.format == "interleaved_y0"):
+            raise ConfigError(f"model.io = 'identity' feeds the tokens as the stream and reads -y: it needs model.d_model "
+                              f"= task.d + 1 ({self.task.d + 1}) and y in the last token slot (not task.format = "
+                              f"'interleaved_y0'), got d_model = {self.model.d_model}, format = {self.task.format!r}")
         if cur is not None and self.task.format == "example" and cur.points_start < 2:
             raise ConfigError("train.curriculum.points_start must be >= 2 when task.format = 'example'")
         try:
@@ -305,8 +335,8 @@ class RunConfig:
                    train=TrainSpec(**train))
 
     def to_dict(self) -> dict:
-        return {"task": self.task.resolved(), "model": dataclasses.asdict(self.model),
-                "train": dataclasses.asdict(self.train)}
+        return {"task": self.task.resolved(), "model": self.model.resolved(),
+                "train": self.train.resolved()}
 
     @property
     def run_id(self) -> str:
@@ -320,7 +350,7 @@ class RunConfig:
             d_head=m.d_head or m.d_model // m.n_heads, d_in=t.d if t.format == "interleaved_y0" else t.d + 1, d_out=1,
             d_mlp=0 if m.mlp == "none" else (m.d_mlp or 4 * m.d_model), attention=m.attention,
             beta=None if m.beta == 0.0 else m.beta, mask=MASK_OF_FORMAT[t.format], mlp=m.mlp, norm=m.norm,
-            final_norm=m.final_norm, residual=m.residual, bias=m.bias, n_positions=t.n_tokens,
+            final_norm=m.final_norm, residual=m.residual, bias=m.bias, n_positions=t.n_tokens if m.positions else 0,
         )
 
     @property

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from experiments.training.optim import FlatSpec, hyper_rows
-from experiments.training.trainer import EarlyStop, Loop, Trainer
+from experiments.training.trainer import EarlyStop, Loop, Plateau, Trainer
 
 
 @dataclass
@@ -52,6 +52,12 @@ class FunctionProblem:
 
     def decay_mask(self) -> Tensor:
         return self._decay.to(device=self.device, dtype=self.dtype)
+
+    def trainable_mask(self) -> Tensor | None:
+        return None
+
+    def plateaus(self) -> list[Plateau | None]:
+        return [None] * len(self.runs)
 
     def early_stops(self) -> list[EarlyStop]:
         return [EarlyStop()] * len(self.runs)

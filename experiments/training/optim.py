@@ -7,7 +7,8 @@ is one concatenation, not one full-size buffer per tensor). Every optimiser quan
 (K, P) tensor or a (K,) vector, and nothing couples two rows:
 
     clipping     g_k <- g_k * min(1, c_k / (||g_k|| + 1e-6))   (the norm of model k's slice only)
-    schedule     linear warmup to lr_k over w_k steps, then cosine to lr_k * r_k at step T_k
+    schedule     linear warmup to lr_k over w_k steps, then cosine (or, per model, a straight line) to
+                 lr_k * r_k at step T_k
     AdamW        torch.optim.AdamW's update, written with (K, 1) hyperparameters
 
 Glossary: K models, P parameters per model. Pure functions; no I/O, no loops over models.
@@ -72,6 +73,11 @@ class FlatSpec:
         """theta (K, P) -> typed weights whose tensors are views of theta."""
         return from_state_dict(self.views(theta))
 
+    def key_mask(self, frozen: tuple[str, ...], dtype=torch.float32, device=None) -> Tensor:
+        """(P,) 0 on the weights named in ``frozen``, 1 elsewhere."""
+        return torch.cat([torch.full((n,), float(key not in frozen), dtype=dtype, device=device)
+                          for key, n in zip(self.keys, self.sizes)])
+
     def decay_mask(self, dtype=torch.float32, device=None) -> Tensor:
         """(P,) 1 on weight matrices (decayed, as in GPT-2 training), 0 on biases and norm gains. A
         matrix is a tensor whose name starts with ``W`` (W_E, W_Q, W_pos, W_in, ...); telling them by
@@ -79,6 +85,9 @@ class FlatSpec:
         parts = [torch.full((n,), float(key.rsplit(".", 1)[-1].startswith("W")), dtype=dtype, device=device)
                  for key, n in zip(self.keys, self.sizes)]
         return torch.cat(parts)
+
+
+SCHEDULES = ("cosine", "linear")  # the decay after the warmup; Hyper.schedule holds the index
 
 
 @dataclass(frozen=True)
@@ -94,11 +103,16 @@ class Hyper:
     total: Tensor  # total steps (the cosine reaches its floor here)
     min_lr_ratio: Tensor
     clip: Tensor  # max grad norm; <= 0 means no clipping
+    schedule: Tensor  # index into SCHEDULES: 0 cosine, 1 linear decay
 
     @classmethod
     def stack(cls, rows: list[dict], *, dtype, device) -> Hyper:
-        """One dict per model with a value for every field -> (K,) tensors."""
-        return cls(**{f.name: torch.tensor([float(r[f.name]) for r in rows], dtype=dtype, device=device)
+        """One dict per model with a value for every field -> (K,) tensors. ``schedule`` is a name in
+        SCHEDULES and may be left out (cosine): the families whose settings are ``HYPER_DEFAULTS``
+        keys alone (approximation fits, sequence tasks) keep the schedule they always had."""
+        def value(r: dict, name: str) -> float:
+            return float(SCHEDULES.index(r.get(name, "cosine"))) if name == "schedule" else float(r[name])
+        return cls(**{f.name: torch.tensor([value(r, f.name) for r in rows], dtype=dtype, device=device)
                       for f in fields(cls)})
 
 
@@ -111,13 +125,20 @@ def hyper_rows(hypers: Sequence[dict], steps: int) -> list[dict]:
 
 
 def lr_at(hp: Hyper, t: Tensor) -> Tensor:
-    """Learning rate (K,) for step index t (0-based, a 0-dim tensor): warmup, then cosine."""
+    """Learning rate (K,) for step index t (0-based, a 0-dim tensor): warmup, then per model either
+    the cosine or the straight line from lr down to lr * min_lr_ratio at step ``total``.
+
+    With progress p in [0, 1] after the warmup, the factor is r + (1 - r) (1 + cos(pi p)) / 2
+    (cosine) or r + (1 - r) (1 - p) (linear: with r = 0 and the warmup, the "triangle" of Raventos
+    et al.). Both start at 1 and end at r, so the two differ only in the shape between."""
     t = t.to(hp.lr.dtype)
     warm = hp.lr * (t + 1) / hp.warmup.clamp(min=1)
     progress = ((t - hp.warmup) / (hp.total - hp.warmup).clamp(min=1)).clamp(0, 1)
     floor = hp.min_lr_ratio
     cosine = hp.lr * (floor + (1 - floor) * 0.5 * (1 + torch.cos(math.pi * progress)))
-    return torch.where(t < hp.warmup, warm, cosine)
+    linear = hp.lr * (floor + (1 - floor) * (1 - progress))
+    decay = torch.where(hp.schedule == SCHEDULES.index("linear"), linear, cosine)
+    return torch.where(t < hp.warmup, warm, decay)
 
 
 def grad_norms(g: Tensor) -> Tensor:

@@ -132,14 +132,16 @@ class PlainTransformer(nn.Module):
 
 
 def schedule(run: RunConfig):
-    """The learning-rate factor of THE trainer's schedule (warmup, then cosine to min_lr_ratio)."""
+    """The learning-rate factor of THE trainer's schedule (warmup, then ``train.schedule``: cosine or
+    a straight line down to min_lr_ratio)."""
     tr = run.train
+    shapes = {"cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)), "linear": lambda p: 1 - p}
 
     def factor(step: int) -> float:
         if step < tr.warmup_steps:
             return (step + 1) / max(tr.warmup_steps, 1)
         progress = min(max((step - tr.warmup_steps) / max(tr.steps - tr.warmup_steps, 1), 0.0), 1.0)
-        return tr.min_lr_ratio + (1 - tr.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return tr.min_lr_ratio + (1 - tr.min_lr_ratio) * shapes[tr.schedule](progress)
 
     return factor
 

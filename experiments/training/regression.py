@@ -35,7 +35,7 @@ from experiments.common.seeds import DATA_STREAM, EVAL_STREAM, INIT_STREAM, deri
 from experiments.training import tasks
 from experiments.training.config import RunConfig
 from experiments.training.optim import FlatSpec
-from experiments.training.trainer import EarlyStop, Loop, Trainer
+from experiments.training.trainer import EarlyStop, Loop, Plateau, Trainer
 
 CPU_CHUNK_BYTES = 6 * 2**20
 
@@ -86,14 +86,26 @@ class RegressionProblem:
 
     def init_theta(self) -> Tensor:
         gens = [torch.Generator().manual_seed(derive_seed(r.train.seed, INIT_STREAM)) for r in self.runs]
-        return torch.cat([self.spec.flatten(init(self.cfg, [g], std=r.model.init_std, dtype=self.dtype,
-                                                 device=self.device)) for g, r in zip(gens, self.runs)])
+        weights = [init(self.cfg, [g], std=r.model.init_std, dtype=self.dtype, device=self.device)
+                   for g, r in zip(gens, self.runs)]
+        if self.runs[0].model.io == "identity":
+            weights = [identity_io(w) for w in weights]
+        return torch.cat([self.spec.flatten(w) for w in weights])
 
     def hypers(self) -> list[dict]:
         return [r.train.hyper() for r in self.runs]
 
     def decay_mask(self) -> Tensor:
         return self.spec.decay_mask(self.dtype, self.device)
+
+    def trainable_mask(self) -> Tensor | None:
+        """With ``model.io = "identity"`` the embedding and readout are fixed: 0 there."""
+        if self.runs[0].model.io != "identity":
+            return None
+        return self.spec.key_mask(IO_KEYS, self.dtype, self.device)
+
+    def plateaus(self) -> list[Plateau | None]:
+        return [None] * len(self.runs)
 
     def early_stops(self) -> list[EarlyStop]:
         return [EarlyStop(r.train.early_stop_patience, r.train.early_stop_min_delta, r.train.early_stop_target)
@@ -151,6 +163,23 @@ class RegressionProblem:
             inverse = torch.as_tensor(np.argsort(order), device=self.device)
             x, y = x[inverse], y[inverse]
         return make_tokens(self.task.format, x, y)
+
+
+IO_KEYS = ("W_E", "b_E", "W_U", "b_U")
+
+
+def identity_io(w):
+    """The embedding copies the tokens into the stream (W_E = I, b_E = 0) and the readout is minus
+    the last slot (W_U = -e_y, b_U = 0), as a linear self-attention layer without input or output
+    projection reads its prediction (von Oswald et al.)."""
+    w.W_E.zero_()
+    w.W_E[0] = torch.eye(*w.W_E.shape[1:], dtype=w.W_E.dtype, device=w.W_E.device)
+    w.W_U.zero_()
+    w.W_U[0, -1, 0] = -1.0
+    for bias in (w.b_E, w.b_U):
+        if bias is not None:
+            bias.zero_()
+    return w
 
 
 def task_groups(runs: Sequence[RunConfig]) -> list[tuple[dict, list[int]]]:

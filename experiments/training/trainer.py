@@ -34,6 +34,16 @@ from experiments.common.seeds import derive_seed
 from experiments.training.optim import FlatSpec, Hyper, adamw_, clip_coef, grad_norms, lr_at
 
 
+class Plateau(NamedTuple):
+    """One model's learning rate multiplied by ``factor`` once its logged loss has not improved by a
+    relative ``threshold`` for more than ``patience`` logs (torch's ReduceLROnPlateau in "min" mode,
+    with logs for epochs)."""
+
+    factor: float = 0.1
+    patience: int = 10
+    threshold: float = 1e-4
+
+
 class EarlyStop(NamedTuple):
     """One model's early stopping: stop once the logged loss is <= target (0: off), or after
     ``patience`` steps without a relative improvement of ``min_delta`` (0: off)."""
@@ -66,7 +76,11 @@ class Problem(Protocol):
 
     def decay_mask(self) -> Tensor: ...  # (P,) 1 where weight decay applies
 
+    def trainable_mask(self) -> Tensor | None: ...  # (P,) 0 on frozen weights, or None: all train
+
     def early_stops(self) -> list[EarlyStop]: ...
+
+    def plateaus(self) -> list[Plateau | None]: ...  # per model: reduce its lr on a plateau, or None
 
     def generators(self) -> list[torch.Generator]: ...  # per model: its training-data stream
 
@@ -93,8 +107,14 @@ class SeededProblem:
     def decay_mask(self) -> Tensor:
         return self.spec.decay_mask(self.dtype, self.device)
 
+    def trainable_mask(self) -> Tensor | None:
+        return None
+
     def early_stops(self) -> list[EarlyStop]:
         return [EarlyStop()] * len(self.runs)
+
+    def plateaus(self) -> list[Plateau | None]:
+        return [None] * len(self.runs)
 
     def log_fields(self, step: int, loss: float) -> dict:
         return {}
@@ -109,6 +129,7 @@ class StepState(NamedTuple):
     t: Tensor  # 0-dim int64: the index of the next step
     alive: Tensor  # (K,) bool
     diverged_step: Tensor  # (K,) int64, -1 if never
+    lr_scale: Tensor  # (K,) factor on the scheduled learning rate (reduce-on-plateau; 1 otherwise)
 
 
 class StepOut(NamedTuple):
@@ -129,6 +150,8 @@ class TrainState:
     count: Tensor  # (K,) steps each model took since the last log
     generators: list[torch.Generator]
     step: int = 0  # host copy of t
+    plateau_best: list[float] = field(default_factory=list)  # per model, for Plateau
+    plateau_wait: list[int] = field(default_factory=list)
     best: list[float] = field(default_factory=list)
     best_step: list[int] = field(default_factory=list)
     stopped_step: list[int] = field(default_factory=list)
@@ -183,17 +206,22 @@ def with_autocast(losses: Callable, autocast: str | None, device: torch.device) 
     return autocast_losses
 
 
-def make_step(losses: Callable, model_chunk: int | None = None, update: Callable = adamw_) -> Callable:
-    """``step(state, batch, hp, decay) -> StepOut`` for per-model ``losses(theta, *batch) -> (K,)``."""
+def make_step(losses: Callable, model_chunk: int | None = None, update: Callable = adamw_,
+              trainable: Tensor | None = None) -> Callable:
+    """``step(state, batch, hp, decay) -> StepOut`` for per-model ``losses(theta, *batch) -> (K,)``.
+    ``trainable`` (P,) zeroes the gradient of frozen weights: their moments stay 0, so AdamW leaves
+    them exactly as they are (the decay mask must be 0 there too)."""
 
     def step(s: StepState, batch: tuple, hp: Hyper, decay: Tensor) -> StepOut:
         g, per = gradients(losses, s.theta, s.alive, batch, model_chunk)
+        if trainable is not None:
+            g = g * trainable
         norms = grad_norms(g)
         ok = s.alive & torch.isfinite(per) & torch.isfinite(norms)
         g = torch.where(ok[:, None], g * clip_coef(norms, hp.clip)[:, None], torch.zeros_like(g))
-        theta, m, v = update(s.theta, s.m, s.v, g, s.t, lr_at(hp, s.t), hp, decay, ok)
+        theta, m, v = update(s.theta, s.m, s.v, g, s.t, lr_at(hp, s.t) * s.lr_scale, hp, decay, ok)
         diverged = torch.where(s.alive & ~ok, s.t, s.diverged_step)
-        return StepOut(StepState(theta, m, v, s.t + 1, ok, diverged), ok, per, norms)
+        return StepOut(StepState(theta, m, v, s.t + 1, ok, diverged, s.lr_scale), ok, per, norms)
 
     return step
 
@@ -211,10 +239,12 @@ class Trainer:
         self.K, self.device, self.dtype, self.spec = len(problem.runs), problem.device, problem.dtype, problem.spec
         self.runs = problem.runs
         self.hp = Hyper.stack(problem.hypers(), dtype=self.dtype, device=self.device)
-        self.decay = problem.decay_mask()
+        trainable = problem.trainable_mask()
+        self.decay = problem.decay_mask() if trainable is None else problem.decay_mask() * trainable
         self.stops = problem.early_stops()
+        self.plateaus = problem.plateaus()
         losses = torch.compile(problem.losses) if compile else problem.losses
-        self._step = make_step(with_autocast(losses, autocast, self.device), model_chunk)
+        self._step = make_step(with_autocast(losses, autocast, self.device), model_chunk, trainable=trainable)
 
     @property
     def cfg(self):
@@ -227,8 +257,10 @@ class Trainer:
         zeros = lambda: torch.zeros(K, dtype=self.dtype, device=dev)  # noqa: E731
         tensors = StepState(theta, torch.zeros_like(theta), torch.zeros_like(theta),
                             torch.zeros((), dtype=torch.int64, device=dev), torch.ones(K, dtype=torch.bool, device=dev),
-                            torch.full((K,), -1, dtype=torch.int64, device=dev))
+                            torch.full((K,), -1, dtype=torch.int64, device=dev),
+                            torch.ones(K, dtype=self.dtype, device=dev))
         return TrainState(tensors, zeros(), zeros(), zeros(), self.problem.generators(), best=[float("inf")] * K,
+                          plateau_best=[float("inf")] * K, plateau_wait=[0] * K,
                           best_step=[0] * K, stopped_step=[-1] * K, metrics=[[] for _ in range(K)])
 
     def step(self, s: TrainState) -> None:
@@ -258,7 +290,7 @@ class Trainer:
 
     def log(self, s: TrainState) -> list[dict | None]:
         """Bring the window's per-model means to the host (the one sync), record rows, early-stop."""
-        lr = lr_at(self.hp, s.tensors.t - 1)
+        lr = lr_at(self.hp, s.tensors.t - 1) * s.tensors.lr_scale
         host = torch.stack([s.loss_sum, s.gnorm_sum, s.count, lr]).cpu().double().numpy()
         rows: list[dict | None] = []
         for k in range(self.K):
@@ -272,6 +304,7 @@ class Trainer:
             s.metrics[k].append(row)
             rows.append(row)
             self._early_stop(s, k, loss)
+            self._plateau(s, k, loss)
         s.loss_sum, s.gnorm_sum, s.count = (torch.zeros_like(s.count) for _ in range(3))
         return rows
 
@@ -284,6 +317,18 @@ class Trainer:
         if (target_hit or stale) and s.stopped_step[k] < 0 and s.step < self.loop.steps:
             s.stopped_step[k] = s.step
             s.tensors.alive[k] = False
+
+    def _plateau(self, s: TrainState, k: int, loss: float) -> None:
+        rule = self.plateaus[k]
+        if rule is None:
+            return
+        if loss < s.plateau_best[k] * (1 - rule.threshold):
+            s.plateau_best[k], s.plateau_wait[k] = loss, 0
+            return
+        s.plateau_wait[k] += 1
+        if s.plateau_wait[k] > rule.patience:
+            s.tensors.lr_scale[k] *= rule.factor
+            s.plateau_wait[k] = 0
 
     # -- results -------------------------------------------------------------------------------
 
@@ -318,10 +363,13 @@ class Trainer:
     def checkpoint_slice(self, s: TrainState, k: int) -> tuple[dict[str, Tensor], dict]:
         """Model k's state at a log boundary: tensors (weights, moments, RNG state) and metadata."""
         t = s.tensors
-        tensors = {"theta": t.theta[k], "m": t.m[k], "v": t.v[k], "rng": s.generators[k].get_state()}
+        tensors = {"theta": t.theta[k], "m": t.m[k], "v": t.v[k]}
+        if s.generators:  # a problem whose batches come from elsewhere has no generators to save
+            tensors["rng"] = s.generators[k].get_state()
         meta = {"run_id": self.runs[k].run_id, "step": s.step, "alive": bool(t.alive[k]),
                 "diverged_step": int(t.diverged_step[k]), "best": s.best[k], "best_step": s.best_step[k],
-                "stopped_step": s.stopped_step[k], "metrics": s.metrics[k]}
+                "stopped_step": s.stopped_step[k], "metrics": s.metrics[k], "lr_scale": float(t.lr_scale[k]),
+                "plateau_best": s.plateau_best[k], "plateau_wait": s.plateau_wait[k]}
         return tensors, meta
 
     def state_from_slices(self, slices: list[tuple[dict, dict]]) -> TrainState:
@@ -332,12 +380,15 @@ class Trainer:
         s, dev = self.initial_state(), self.device
         stack = lambda name: torch.stack([t[name] for t, _ in slices]).to(device=dev, dtype=self.dtype)  # noqa: E731
         for gen, (tensors, _) in zip(s.generators, slices):
-            gen.set_state(tensors["rng"])
+            gen.set_state(tensors["rng"])  # (zip: nothing to restore where the problem has no generators)
         metas = [meta for _, meta in slices]
         s.step = steps.pop()
         s.tensors = StepState(stack("theta"), stack("m"), stack("v"), torch.tensor(s.step, dtype=torch.int64, device=dev),
                               torch.tensor([m["alive"] for m in metas], dtype=torch.bool, device=dev),
-                              torch.tensor([m["diverged_step"] for m in metas], dtype=torch.int64, device=dev))
+                              torch.tensor([m["diverged_step"] for m in metas], dtype=torch.int64, device=dev),
+                              torch.tensor([m.get("lr_scale", 1.0) for m in metas], dtype=self.dtype, device=dev))
+        s.plateau_best = [float("inf") if m.get("plateau_best") is None else m["plateau_best"] for m in metas]
+        s.plateau_wait = [m.get("plateau_wait", 0) for m in metas]
         s.best = [float("inf") if m["best"] is None else m["best"] for m in metas]
         s.best_step = [m["best_step"] for m in metas]
         s.stopped_step = [m["stopped_step"] for m in metas]

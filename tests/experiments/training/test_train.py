@@ -7,9 +7,12 @@ import math
 import pytest
 import torch
 
+from experiments.common.validate import ConfigError
 from experiments.training.config import Curriculum, RunConfig
-from experiments.training.optim import FlatSpec, Hyper, adamw, clip_coef, grad_norms, lr_at
+from experiments.training.fit import FunctionProblem
+from experiments.training.optim import FlatSpec, Hyper, adamw, clip_coef, grad_norms, hyper_rows, lr_at
 from experiments.training.regression import make_trainer, train_runs
+from experiments.training.trainer import Loop, Plateau, Trainer
 
 
 @pytest.fixture(autouse=True)
@@ -85,6 +88,34 @@ def test_schedule_warms_up_linearly_then_follows_the_cosine_to_its_floor():
     assert lr[4] == pytest.approx(1.0)  # cosine starts at the peak
     assert lr[9] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))  # halfway: 0.55
     assert lr[14] == pytest.approx(0.1)
+
+
+def test_linear_schedule_warms_up_then_falls_on_a_straight_line_to_its_floor_per_model():
+    """Model 0 keeps the cosine, model 1 takes the line: warmup 4 steps to lr 1, then 10 steps from 1
+    down to 0.2, i.e. 0.08 a step (values by hand); the plain loop's LambdaLR factor agrees."""
+    from experiments.training.plain import schedule
+
+    rows = [{"lr": 1.0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "warmup": 4, "total": 14,
+             "min_lr_ratio": 0.2, "clip": 0.0, "schedule": name} for name in ("cosine", "linear")]
+    hp = Hyper.stack(rows, dtype=torch.float64, device="cpu")
+    lr = torch.stack([lr_at(hp, torch.tensor(t)) for t in range(16)])  # (16, 2)
+    assert lr[:4, 1].tolist() == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lr[4:15, 1].tolist() == pytest.approx([1.0, 0.92, 0.84, 0.76, 0.68, 0.6, 0.52, 0.44, 0.36, 0.28, 0.2])
+    assert float(lr[15, 1]) == pytest.approx(0.2)  # past the end: the floor
+    assert float(lr[9, 0]) == pytest.approx(0.2 + 0.8 * 0.5)  # the cosine model is untouched (halfway: 0.6)
+    assert float(lr[7, 0]) != pytest.approx(float(lr[7, 1]))
+    run = run_config(steps=14, lr=1.0, warmup_steps=4, min_lr_ratio=0.2, schedule="linear")
+    assert [schedule(run)(t) for t in range(15)] == pytest.approx(lr[:15, 1].tolist())
+
+
+def test_the_schedule_field_is_validated_and_left_out_of_the_run_id_at_its_default():
+    with pytest.raises(ConfigError, match="train.schedule"):
+        run_config(schedule="triangle")
+    assert "schedule" not in run_config().to_dict()["train"]
+    assert run_config(schedule="cosine").run_id == run_config().run_id
+    linear = run_config(schedule="linear")
+    assert linear.to_dict()["train"]["schedule"] == "linear" and linear.run_id != run_config().run_id
+    assert RunConfig.from_dict(linear.to_dict()) == linear
 
 
 def test_flat_buffer_round_trips_typed_weights_and_decays_only_matrices():
@@ -260,3 +291,44 @@ def test_the_garg_token_layout_trains_with_d_wide_tokens_and_the_same_prediction
     assert_batch_equals_separate(runs, atol=1e-10)
     trainer, state = train_runs(runs[:1], device="cpu")
     assert len(trainer.summary(state)[0]["curve"]) == runs[0].task.n_points
+
+
+def test_an_identity_embedding_and_readout_stay_fixed_while_attention_trains():
+    """model.io = "identity" (an LSA layer without input or output projection, von Oswald et al.):
+    the embedding copies the tokens, the readout is -y; 30 steps change the attention weights but
+    not those, bit for bit, and positions = false leaves no position embedding."""
+    run = run_config(task={"format": "example"}, model={"n_layers": 1, "d_model": 4, "n_heads": 1, "d_head": 4,
+                                                        "attention": "linear", "mlp": "none", "norm": "none",
+                                                        "final_norm": False, "bias": False, "io": "identity",
+                                                        "positions": False})
+    trainer, state = train_runs([run], device="cpu")
+    w, w0 = trainer.weights(state, 0), trainer.spec.unflatten(trainer.problem.init_theta())
+    assert w.W_pos is None
+    assert torch.equal(w.W_E[0], torch.eye(4, dtype=torch.float64))
+    assert torch.equal(w.W_U[0, :, 0], torch.tensor([0.0, 0.0, 0.0, -1.0], dtype=torch.float64))
+    assert not torch.equal(w.blocks[0].attn.W_Q, w0.blocks[0].attn.W_Q)
+    with pytest.raises(ConfigError, match="model.io = 'identity'"):
+        run_config(model={"io": "identity"})  # d_model 16 is not d + 1 = 4
+
+
+def test_a_plateau_cuts_only_that_models_learning_rate_after_its_patience():
+    """Model 0's loss is flat (its target is where it starts), model 1's falls (its target is too far
+    to reach in 70 steps): with patience 2 and factor 0.1, model 0's rate drops after its 4th log (3
+    logs without improvement after the first) and again after its 7th; a row shows the rate used
+    in the steps it sums. Model 1's never drops. A checkpoint slice keeps the scale."""
+
+    class Flat(FunctionProblem):
+        def plateaus(self):
+            return [Plateau(factor=0.1, patience=2)] * 2
+
+    theta = torch.zeros(2, 3, dtype=torch.float64)
+    target = torch.tensor([[0.0, 0.0, 0.0], [50.0, 50.0, 50.0]], dtype=torch.float64)
+    losses = lambda th, t: (th - t).pow(2).mean(1)  # noqa: E731
+    hypers = hyper_rows([{"lr": 0.1, "min_lr_ratio": 1.0}] * 2, 70)
+    problem = Flat(losses, theta, hypers, lambda step: (target,), torch.ones(3, dtype=torch.float64))
+    trainer = Trainer(problem, Loop(70, 10))
+    state = trainer.fit(trainer.initial_state())
+    assert state.tensors.lr_scale.tolist() == pytest.approx([0.01, 1.0])
+    assert [r["lr"] for r in state.metrics[0]] == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01])
+    resumed = trainer.state_from_slices([trainer.checkpoint_slice(state, k) for k in range(2)])
+    assert resumed.tensors.lr_scale.tolist() == pytest.approx([0.01, 1.0]) and resumed.plateau_wait == state.plateau_wait
