@@ -8,8 +8,8 @@ The checker reads every module's imports with ``ast`` (top-level and inside func
     constructions -> synthetic;  proofs_check -> constructions, synthetic;  experiments -> the rest
     inside constructions:  reference and the core modules (model, config, weights, tokens, paint,
                            mpnn, hf)  <  check  <  icl | positional | approx  <  registry
-    inside experiments:    common < training < sweeps < analysis < plots < approx | ood < reproduce
-                           < reports < commands
+    inside experiments:    common < training < sweeps < analysis < plots < approx | ood < reports
+                           < reproduce < commands  (a reproduction's page is built from reports.page)
 
 A module may import its own layer or lower ones; two families of one layer (icl and approx, ood and
 approx) do not import each other. The tests at the end plant a cycle, a layer violation and an
@@ -25,8 +25,8 @@ PACKAGES = ("synthetic", "constructions", "proofs_check", "experiments")
 TOP_RANK = {"synthetic": 0, "constructions": 1, "proofs_check": 2, "experiments": 3}
 SUB_RANK = {
     "constructions": {"reference": 0, "": 0, "check": 1, "icl": 2, "positional": 2, "approx": 2, "registry": 3},
-    "experiments": {"common": 0, "training": 1, "sweeps": 2, "analysis": 3, "plots": 4, "approx": 5, "ood": 5, "reproduce": 6,
-                    "reports": 7, "commands": 8, "": 0},
+    "experiments": {"common": 0, "training": 1, "sweeps": 2, "analysis": 3, "plots": 4, "approx": 5, "ood": 5, "reports": 6,
+                    "reproduce": 7, "commands": 8, "": 0},
 }
 # Imports allowed inside functions outside experiments/commands: optional or heavy dependencies that
 # only one code path needs (module -> imported names).

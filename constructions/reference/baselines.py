@@ -230,3 +230,24 @@ def feature_ridge(features: Tensor, y: Tensor, *, lam: float, prefix: bool = Fal
     """ridge_sum on features Phi(x) (..., N, m): the weights (..., [N+1,] m) in feature space. With
     lam = sigma^2 / tau^2 it is the posterior mean of a representation task (w ~ N(0, tau^2 I_m))."""
     return ridge_sum(features, y, lam=lam, prefix=prefix)
+
+
+def knn(x: Tensor, y: Tensor, x_query: Tensor, *, k: int = 3, prefix: bool = False) -> Tensor:
+    """k-nearest-neighbour regression (Garg et al.'s baseline): the mean of the y of the k examples
+    nearest to the query (Euclidean), all of them when there are fewer than k, 0 with none.
+
+    x (..., N, d), y (..., N), x_query (..., d) -> (...,), or (..., N + 1) with ``prefix`` (entry n
+    uses the first n examples). Ties go to the earlier example."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    dist = (x - x_query.unsqueeze(-2)).pow(2).sum(-1)  # (..., N)
+    N = x.shape[-2]
+    sizes = range(N + 1) if prefix else [N]
+    out = []
+    for n in sizes:
+        if n == 0:
+            out.append(torch.zeros_like(y[..., 0]))
+            continue
+        idx = dist[..., :n].topk(min(k, n), dim=-1, largest=False).indices
+        out.append(y[..., :n].gather(-1, idx).mean(-1))
+    return torch.stack(out, dim=-1) if prefix else out[0]

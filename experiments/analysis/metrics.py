@@ -80,11 +80,12 @@ def baseline_curves(p: Prompts, refs: list[Reference], iterations=(1, 2, 4, 8), 
     return frame(rows)
 
 
-def model_curve(learner: Learner, p: Prompts, n_batches: int = 8, layers: str = "last") -> pd.DataFrame:
-    """``nmse`` of the model's prediction for the same queries with n = 1 .. N examples in context
-    (one forward pass per n; ``layers="all"`` adds every layer's readout)."""
+def model_curve(learner: Learner, p: Prompts, n_batches: int = 8, layers: str = "last",
+                n_values=None) -> pd.DataFrame:
+    """``nmse`` of the model's prediction for the same queries with n = 1 .. N examples in context,
+    or the ``n_values`` given (one forward pass per n; ``layers="all"`` adds every layer's readout)."""
     rows = []
-    for n in range(1, p.n + 1):
+    for n in (range(1, p.n + 1) if n_values is None else n_values):
         preds = layer_predictions(learner, p.crop(n))  # (L+1, B)
         err = (preds - p.y_query).pow(2) / p.d
         chosen = range(len(err)) if layers == "all" else [len(err) - 1]

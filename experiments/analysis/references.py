@@ -126,12 +126,17 @@ def _ols(x, y, prefix):
     return alg.least_squares(x, y, prefix=prefix).unsqueeze(0)
 
 
+def _averaging(x, y, prefix):
+    """w = X^T y / n: the averaging estimator (Garg et al.; one GD step of size 1 from 0)."""
+    return alg.statistics(x, y, prefix=prefix)[1].unsqueeze(0)
+
+
 def _zero(x, y, prefix):
     shape = (1, x.shape[0]) + ((x.shape[1] + 1,) if prefix else ()) + (x.shape[-1],)
     return torch.zeros(shape, dtype=x.dtype)
 
 
-REFERENCE_NAMES = ("zero", "ols", "ridge", "gd", "gd_plus_plus", "newton",
+REFERENCE_NAMES = ("zero", "averaging", "ols", "ridge", "gd", "gd_plus_plus", "newton",
                    "bayes_ridge", "mixture_posterior", "pool_posterior")
 
 
@@ -156,6 +161,7 @@ def reference(name: str, *, n_iter: int = 8, eta: float | None = None, alpha: fl
         return task_reference(name, task, sigma=sigma)
     table = {
         "zero": lambda: Reference("zero", _zero, iterative=False),
+        "averaging": lambda: Reference("averaging", _averaging, iterative=False),
         "ols": lambda: Reference("ols", _ols, iterative=False),
         "ridge": lambda: Reference("ridge", _ridge(lam), iterative=False),
         "gd": lambda: Reference("gd", _gd(eta, n_iter)),

@@ -46,9 +46,33 @@ def find_runs(path) -> list[Path]:
 
 
 def short_label(config) -> str:
-    """"linear L3 example seed 0": attention, depth, token format, seed (the run id says the rest)."""
+    """"linear, 3 layers, example tokens, seed 0": attention, depth, token format, seed (the run id
+    says the rest)."""
     m, t = config.model, config.train
-    return f"{m.attention} L{m.n_layers} {config.task.format} seed {t.seed}"
+    layers = f"{m.n_layers} layer{'s' if m.n_layers != 1 else ''}"
+    return f"{m.attention}, {layers}, {config.task.format} tokens, seed {t.seed}"
+
+
+def slug(label: str) -> str:
+    """A file-name form of a label: "linear, 3 layers, seed 0" -> "linear-3-layers-seed-0"."""
+    return "-".join("".join(c if c.isalnum() else " " for c in label.lower()).split())
+
+
+def file_names(runs: list) -> dict[str, str]:
+    """run id -> a file-name stem from its label (with the run id added where two labels collide)."""
+    stems = [slug(r.label) for r in runs]
+    return {r.run_id: stem if stems.count(stem) == 1 else f"{stem}-{r.run_id[:6]}" for r, stem in zip(runs, stems)}
+
+
+def trained_sizes(config) -> list[int]:
+    """The numbers of in-context examples a run was trained to predict from: every prefix for the
+    interleaved formats (a prediction at every x token), the curriculum's point counts (or the one
+    fixed count) minus the query for the example format."""
+    t, cur = config.task, config.train.curriculum
+    if t.format != "example":
+        return list(range(1, t.n_points))
+    start = t.n_points if cur is None else cur.points_start
+    return list(range(start - 1, t.n_points))
 
 
 def load_run(directory) -> Run:

@@ -9,6 +9,7 @@ order), each confidence band one ``PolyCollection`` in ``ax.collections``; a hea
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -19,6 +20,26 @@ import pandas as pd
 from constructions.check.contract import fit_line
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+# One colour per algorithm on every figure (iterations of one algorithm share its colour and differ in
+# line style); models take the remaining colours in order.
+ALGORITHM_COLOURS = {"ols": "black", "least squares": "black", "ridge": "tab:brown", "bayes_ridge": "tab:brown",
+                     "zero": "tab:gray", "gd": "tab:green", "newton": "tab:purple", "gd_plus_plus": "tab:olive",
+                     "averaging": "tab:pink", "3-nn": "tab:cyan", "pool_posterior": "tab:red",
+                     "mixture_posterior": "tab:red"}
+MODEL_COLOURS = ("tab:blue", "tab:orange", "tab:red", "tab:olive", "navy", "darkgoldenrod")
+ITERATION_STYLES = ("-", "--", ":", "-.")
+
+
+def curve_style(label: str, models: list[str]) -> dict:
+    """matplotlib style of one curve label ("gd k=8", "ols", or a model's label): the algorithm's
+    colour with a line style per iteration, or the next model colour."""
+    name, _, iteration = label.partition(" k=")
+    if name in ALGORITHM_COLOURS:
+        order = {"1": 0, "2": 1, "4": 2, "8": 3}.get(iteration, 0)
+        return {"color": ALGORITHM_COLOURS[name], "linestyle": ITERATION_STYLES[order], "linewidth": 1.2}
+    index = models.index(label) if label in models else len(models)
+    return {"color": MODEL_COLOURS[index % len(MODEL_COLOURS)], "linewidth": 2.2}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -63,17 +84,21 @@ def _label(level) -> str:
 
 
 def lines(data: pd.DataFrame, *, x: str, y: str = "value", hue: str | None = None, ax=None,
-          band: bool = True, logy: bool = False, marker: str | None = None):
+          band: bool = True, logy: bool = False, marker: str | None = None, styles: dict | None = None):
     """One line per hue level through the mean of y at each x, with a 95% band across the rows that
     share (hue, x) when there are several. On a log axis (``logy``) the band's lower edge is clipped
-    at mean / 10: a band reaching zero cannot be drawn there."""
+    at mean / 10: a band reaching zero cannot be drawn there. ``styles`` maps a hue level to
+    matplotlib keyword arguments (colour, line style). A level with a single x is drawn as a marker."""
     ax = _ax(ax)
     data = data.assign(**{hue: data[hue].astype(str)}) if hue else data
     stats = mean_band(data, x=x, y=y, hue=hue)
     for level in _hue_levels(data, hue):
         s = stats if level is None else stats[stats[hue] == level]
         xs = s[x].astype(float).to_numpy()
-        (line,) = ax.plot(xs, s["mean"].to_numpy(), marker=marker, label=_label(level))
+        style = dict((styles or {}).get(level, {}))
+        if len(xs) == 1:
+            style.update(marker=marker or "o", markersize=7, linestyle="none")
+        (line,) = ax.plot(xs, s["mean"].to_numpy(), marker=style.pop("marker", marker), label=_label(level), **style)
         if band and (s["n"] > 1).any():
             lo = np.maximum(s["lo"].to_numpy(), s["mean"].to_numpy() / 10) if logy else s["lo"].to_numpy()
             ax.fill_between(xs, lo, s["hi"].to_numpy(), color=line.get_color(), alpha=0.2, lw=0)
@@ -92,7 +117,9 @@ def error_curves(data: pd.DataFrame, *, x: str = "n_examples", y: str = "value",
     model or algorithm and iteration (:func:`curve_labels`)."""
     if hue == "curve" and "curve" not in data:
         data = data.assign(curve=curve_labels(data))
-    ax = lines(data, x=x, y=y, hue=hue, ax=ax, logy=True)
+    models = list(pd.unique(data.loc[data["algorithm"] == "model", hue].astype(str))) if "algorithm" in data else []
+    styles = {level: curve_style(level, models) for level in pd.unique(data[hue].astype(str))}
+    ax = lines(data, x=x, y=y, hue=hue, ax=ax, logy=True, styles=styles)
     ax.set_ylabel("squared error / d")
     ax.set_ylim(*error_limits(data[y]))
     return ax
@@ -206,9 +233,11 @@ def save(ax_or_fig, data: pd.DataFrame, path) -> list[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = [path.with_suffix(".png"), path.with_suffix(".svg"), path.with_suffix(".csv")]
-    fig.tight_layout()  # once, for both files (bbox_inches="tight" would lay out every save twice)
-    fig.savefig(out[0], dpi=110)
-    fig.savefig(out[1])
+    with warnings.catch_warnings():  # a legend outside the axes may not fit; bbox_inches below takes it in
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
+    fig.savefig(out[0], dpi=110, bbox_inches="tight")  # legends sit right of the axes: keep them in the file
+    fig.savefig(out[1], bbox_inches="tight")
     data.to_csv(out[2], index=False)
     plt.close(fig)
     return out

@@ -35,23 +35,29 @@ def _prompts(run: ar.Run, n_prompts: int, seed: int = 0) -> an.Prompts:
 
 def errors(runs: list[ar.Run], out: Path, n_prompts: int = 512) -> list[Path]:
     """Per run: its error against n_examples with the baselines (OLS, ridge, GD and Newton at
-    1, 2, 4, 8 iterations, zero)."""
-    paths = []
+    1, 2, 4, 8 iterations, zero). A model is drawn only at the context sizes it was trained on
+    (every prefix for the interleaved formats; the example format's fixed count, a single point)."""
+    paths, names = [], ar.file_names(runs)
     for run in runs:
         p = _prompts(run, n_prompts)
         refs = ar.references_for(run.config.task, run.learner.n_layers, ar.DEFAULT_ALGORITHMS)
-        data = pd.concat([am.model_curve(run.learner, p), am.baseline_curves(p, refs)], ignore_index=True)
+        sizes = ar.trained_sizes(run.config)
+        model = am.model_curve(run.learner, p, n_values=sizes)
+        data = pd.concat([model, am.baseline_curves(p, refs)], ignore_index=True)
         data = data.assign(curve=plots.curve_labels(data))
-        keep = data.curve.isin([run.label, "ols", "ridge", "zero", "gd k=1", "gd k=8", "newton k=2", "newton k=8"])
+        if len(sizes) == 1:
+            data.loc[data.algorithm == "model", "curve"] = f"{run.label} (trained at n = {sizes[0]} only)"
+        keep = (data.algorithm == "model") | data.curve.isin(["ols", "ridge", "zero", "gd k=1", "gd k=8",
+                                                              "newton k=2", "newton k=8"])
         ax = plots.error_curves(data[keep])
         ax.set_title(f"{run.label}: error vs in-context examples", fontsize="small")
-        paths.append(plots.save(ax, data, out / f"errors_{run.run_id}")[0])
+        paths.append(plots.save(ax, data, out / f"errors_{names[run.run_id]}")[0])
     return paths
 
 
 def heatmap(runs: list[ar.Run], out: Path, n_prompts: int = 512) -> list[Path]:
     """Per run: error similarity of every layer to every GD and Newton iteration, best per layer."""
-    paths = []
+    paths, names = [], ar.file_names(runs)
     for run in runs:
         p = _prompts(run, n_prompts)
         refs = ar.references_for(run.config.task, run.learner.n_layers, ",".join(HEATMAP_ALGORITHMS))
@@ -59,18 +65,18 @@ def heatmap(runs: list[ar.Run], out: Path, n_prompts: int = 512) -> list[Path]:
         data = cmp[(cmp.metric == "error_similarity")]
         axes = plots.heatmaps(data)
         axes[0].figure.suptitle(f"{run.label}: layer vs iteration (error similarity)", fontsize="small")
-        paths.append(plots.save(axes, data, out / f"heatmap_{run.run_id}")[0])
+        paths.append(plots.save(axes, data, out / f"heatmap_{names[run.run_id]}")[0])
     return paths
 
 
 def probes(runs: list[ar.Run], out: Path, n_prompts: int = 512) -> list[Path]:
     """Per run: held-out R^2 of linear probes per layer (prediction, w, X^T y, X^T X)."""
-    paths = []
+    paths, names = [], ar.file_names(runs)
     for run in runs:
         data = ap.probes(run.learner, _prompts(run, n_prompts))
         ax = plots.probe_quality(data)
         ax.set_title(f"{run.label}: linear probes at the query token", fontsize="small")
-        paths.append(plots.save(ax, data, out / f"probes_{run.run_id}")[0])
+        paths.append(plots.save(ax, data, out / f"probes_{names[run.run_id]}")[0])
     return paths
 
 

@@ -3,11 +3,13 @@ figures, and every way the preset differs from the paper's setup (Markdown and H
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from experiments.common.atomic import atomic_write_json, atomic_write_text
+from experiments.reports.page import Section, render
 from experiments.reproduce.core import Reproduction, Row
 
 
@@ -20,7 +22,7 @@ def _verdict(r: Row) -> str:
 
 
 def markdown(rep: Reproduction, scale: str, rows: list[Row], figures: list[Path], out: Path, minutes: float) -> str:
-    lines = [f"# {rep.name}: {rep.paper}", "", rep.claim, "",
+    lines = [f"# {rep.name}: {rep.paper}", "", rep.claim, "", summary(rep, rows), "",
              f"Scale `{scale}`; {rows[0].seeds if rows else 0} seeds; trained in {minutes:.1f} min. The paper's "
              f"code: {rep.code}.", "", "| metric | published | measured (mean ± sd over seeds) | holds | source |",
              "|---|---|---|---|---|"]
@@ -33,25 +35,31 @@ def markdown(rep: Reproduction, scale: str, rows: list[Row], figures: list[Path]
     return "\n".join(lines) + "\n"
 
 
+def summary(rep: Reproduction, rows: list[Row]) -> str:
+    """The page's first sentence: how many measured numbers support the paper's claim, and which do not."""
+    tested = [r for r in rows if r.holds is not None]
+    if not tested:
+        return f"{len(rows)} numbers measured beside the paper's; none states a test of the claim."
+    failed = [r.metric for r in tested if not r.holds]
+    text = f"{len(tested) - len(failed)} of {len(tested)} measured numbers support the claim"
+    return text + (f"; not: {', '.join(failed)}." if failed else ".")
+
+
 def page(rep: Reproduction, scale: str, rows: list[Row], figures: list[Path], out: Path, minutes: float) -> str:
-    esc = html.escape
-    head = ("<!doctype html><html><head><meta charset='utf-8'><title>" + esc(rep.name) + "</title><style>"
-            "body{font-family:sans-serif;max-width:1100px;margin:auto} table{border-collapse:collapse;font-size:13px}"
-            "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left} img{max-width:560px}</style></head><body>")
-    parts = [head, f"<h1>{esc(rep.name)}: {esc(rep.paper)}</h1>", f"<p>{esc(rep.claim)}</p>",
-             f"<p>Scale <code>{esc(scale)}</code>; {rows[0].seeds if rows else 0} seeds; trained in {minutes:.1f} min. "
-             f"The paper's code: {esc(rep.code)}.</p>",
-             "<table><tr><th>metric</th><th>published</th><th>measured (mean ± sd)</th><th>holds</th><th>source</th></tr>"]
-    parts += [f"<tr><td>{esc(r.metric)}</td><td>{_number(r.published)}</td><td>{r.measured:.4g} ± {r.spread:.2g}</td>"
-              f"<td>{_verdict(r)}</td><td>{esc(r.source)}</td></tr>" for r in rows]
-    parts.append("</table>")
-    parts += [f'<figure><img src="{esc(str(p.relative_to(out)))}" alt="{esc(p.stem)}"></figure>' for p in figures]
-    parts += ["<h2>The setup, field by field</h2><table><tr><th>field</th><th>paper (its code)</th>"
-              "<th>paper preset</th><th>cpu preset</th><th>note</th></tr>"]
-    parts += [f"<tr><td>{esc(f.field)}</td><td>{esc(f.paper)}</td><td>{esc(f.paper_preset)}</td>"
-              f"<td>{esc(f.cpu_preset)}</td><td>{esc(f.note)}</td></tr>" for f in rep.fidelity]
-    parts.append("</table></body></html>")
-    return "\n".join(parts)
+    numbers = pd.DataFrame([{"metric": r.metric, "published": r.published, "measured (mean)": r.measured,
+                             "sd over seeds": r.spread, "seeds": r.seeds, "holds": r.holds, "source": r.source}
+                            for r in rows])
+    setup = pd.DataFrame([{"field": f.field, "paper (its code)": f.paper, "paper preset": f.paper_preset,
+                           "cpu preset": f.cpu_preset, "note": f.note} for f in rep.fidelity])
+    differ = [f.field for f in rep.fidelity if f.cpu_preset != f.paper]
+    sections = [Section("Measured beside published", [summary(rep, rows)], numbers, list(figures)),
+                Section("The setup, field by field", [
+                    f"{len(rep.fidelity)} fields of the paper's code; the {scale} preset differs in "
+                    f"{len(differ) if scale == 'cpu' else 'the fields noted'}"
+                    + (f" ({', '.join(differ)})." if scale == "cpu" and differ else ".")], setup)]
+    intro = [rep.claim, f"Scale {scale}; {rows[0].seeds if rows else 0} seeds; trained in {minutes:.1f} min. "
+                        f"The paper's code: {rep.code}."]
+    return render(f"{rep.name}: {rep.paper}", intro, sections, out)
 
 
 def write(rep: Reproduction, scale: str, rows: list[Row], figures: list[Path], out, minutes: float) -> list[Path]:

@@ -228,3 +228,15 @@ def test_feature_ridge_recovers_a_noiseless_representation_task():
 def test_impossible_baseline_arguments_are_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_knn_averages_the_k_nearest_examples_of_every_prefix():
+    """By hand: examples at 0, 1, 3, 10 on a line, query 2.2; neighbours by distance 3 (0.8),
+    1 (1.2), 0 (2.2), 10 (7.8)."""
+    x = torch.tensor([[[0.0], [1.0], [3.0], [10.0]]])
+    y = torch.tensor([[10.0, 20.0, 30.0, 40.0]])
+    got = baselines.knn(x, y, torch.tensor([[2.2]]), k=2, prefix=True)[0]
+    assert got.tolist() == pytest.approx([0.0, 10.0, 15.0, 25.0, 25.0])
+    assert float(baselines.knn(x, y, torch.tensor([[2.2]]), k=3)[0]) == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        baselines.knn(x, y, torch.tensor([[2.2]]), k=0)

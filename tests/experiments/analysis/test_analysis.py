@@ -260,3 +260,10 @@ def test_references_run_the_one_ridge_gd_and_newton_of_the_algorithms_module():
 def test_algorithm_specs_fail_with_a_message_that_names_the_problem(spec, message):
     with pytest.raises((KeyError, ValueError), match=message):
         references.parse_references(spec)
+
+
+def test_the_averaging_reference_is_x_transpose_y_over_n_for_every_prefix():
+    p = prompts.sample_prompts(3, 6, 5, seed=2)
+    W = references.reference("averaging").weights(p.x, p.y, True)[0]  # (B, N + 1, d)
+    for n in range(1, 7):
+        torch.testing.assert_close(W[:, n], (p.x[:, :n] * p.y[:, :n, None]).sum(1) / n)
