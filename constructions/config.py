@@ -10,7 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, fields
 
-ATTENTION_KINDS = ("softmax", "linear", "relu", "normalized")
+ATTENTION_KINDS = ("softmax", "linear", "relu", "normalized", "linear_sum")
 MASKS = ("causal", "full", "exclude_query")
 MLP_KINDS = ("none", "relu", "gelu", "gelu_tanh", "identity")
 NORMS = ("none", "layernorm", "rmsnorm", "crmsnorm")

@@ -19,6 +19,9 @@ Attention kinds (config ``attention``):
     softmax  A = softmax(beta * q.k) over the visible keys (beta is an explicit inverse temperature;
              ``beta=None`` means the usual 1/sqrt(Dh))
     linear   A = (q.k) / N, unnormalised, N = number of keys the query sees
+    linear_sum  A = q.k, without the 1 / N (von Oswald et al.'s linear self-attention: the same
+             functions as ``linear``, but a trained layer's dynamics differ: its output is N times
+             larger at the same weights)
     relu     A = ReLU(q.k) / N
     normalized  A = (q.k) / sum_j' (q.k_j') over the visible keys (normalised linear attention; a
              query whose scores sum to exactly 0, e.g. an unused all-zero head, reads nothing)
@@ -143,6 +146,10 @@ def _linear_weights(cfg: ModelConfig, scores: Tensor, visible: Tensor) -> Tensor
     return scores * visible / n_keys
 
 
+def _sum_weights(cfg: ModelConfig, scores: Tensor, visible: Tensor) -> Tensor:
+    return scores * visible
+
+
 def _relu_weights(cfg: ModelConfig, scores: Tensor, visible: Tensor) -> Tensor:
     return _linear_weights(cfg, F.relu(scores), visible)
 
@@ -155,7 +162,7 @@ def _normalized_weights(cfg: ModelConfig, scores: Tensor, visible: Tensor) -> Te
 
 # Attention kind -> (cfg, scores (K, B, H, T, T), visible (T, T)) -> weights: one entry per ATTENTION_KINDS.
 ATTENTION_WEIGHTS = {"softmax": _softmax_weights, "linear": _linear_weights, "relu": _relu_weights,
-                     "normalized": _normalized_weights}
+                     "normalized": _normalized_weights, "linear_sum": _sum_weights}
 
 
 def _queries_keys(cfg: ModelConfig, p: Attention, h: Tensor) -> tuple[Tensor, Tensor]:

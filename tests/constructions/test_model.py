@@ -116,6 +116,16 @@ def test_linear_attention_divides_the_scores_by_the_number_of_visible_keys(mask,
     torch.testing.assert_close(forward(cfg, w, X2[None]).out[0, 0], A @ X2)  # W_V = W_O = W_U = I
 
 
+@pytest.mark.parametrize("mask, expected_pattern", [
+    ("causal", [[5.0, 0.0], [1.0, 10.0]]), ("full", [[5.0, 1.0], [1.0, 10.0]]), ("exclude_query", [[5.0, 0.0], [1.0, 0.0]]),
+])
+def test_linear_sum_attention_keeps_the_scores_without_dividing_by_the_number_of_keys(mask, expected_pattern):
+    cfg = config(attention="linear_sum", mask=mask, residual=False)
+    A = torch.tensor(expected_pattern, dtype=F64)
+    torch.testing.assert_close(pattern(cfg, identity_model(cfg), X2), A)
+    torch.testing.assert_close(forward(cfg, identity_model(cfg), X2[None]).out[0, 0], A @ X2)
+
+
 def test_linear_attention_output_on_two_tokens_by_hand():
     cfg = config(attention="linear", mask="causal", residual=False)
     out = forward(cfg, identity_model(cfg), X2[None]).out[0, 0]
