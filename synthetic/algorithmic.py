@@ -16,6 +16,11 @@ c_train, so that no test range fits inside the training range (asking for one is
 would test nothing out of distribution). With ``shells=True`` test range i keeps only the values
 c_{i-1} < |x| <= c_i (c_0 = c_train): sub-ranges wholly outside the training range.
 
+With ``sub_intervals=True`` (de Luca et al. 2024's protocol, :class:`SubIntervals`) every sequence
+has its own random sub-interval of the range, and its values are uniform on that: training
+sequences on sub-intervals of [-c_train, c_train], test sequences on sub-intervals of [-c, c] that
+do not lie inside the training range (redrawn until they do not).
+
 Glossary of shapes
     K   models in a batch (one torch.Generator each)
     B   sequences per model (``batch_size``)
@@ -25,7 +30,9 @@ Draw-order guarantee. For each model k, ``generators[k]`` alone draws u ~ U[0, 1
 and x is a fixed affine map of u given the value range: for [-c, c], x = c (2u - 1). Hence model k
 of a batch sees what it would see alone, the same seeds give the same numbers, and sequences drawn
 from the same generator state at two values of c are the same sequences rescaled, so error versus c
-compares like with like. Nothing here touches torch's global random state.
+compares like with like (sub-intervals: the two ends of each interval are drawn first, (B, 2),
+then u; rescaled too, except where test intervals are redrawn). Nothing here touches torch's
+global random state.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ TASK_KINDS = ("cumsum", "cummin", "cummax", "sort", "median", "cummedian", "max_
               "cum_max_subarray")
 SCALAR_KINDS = ("median", "max_subarray")
 
-__all__ = ["TASK_KINDS", "AlgorithmicTask", "ValueRange", "OODProtocol", "AlgorithmicBatch",
+__all__ = ["TASK_KINDS", "AlgorithmicTask", "ValueRange", "SubIntervals", "OODProtocol", "AlgorithmicBatch",
            "targets", "sample", "make_generators"]
 
 
@@ -88,32 +95,41 @@ def targets(kind: str, x: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class AlgorithmicTask:
     """``kind`` one of TASK_KINDS; ``n`` values per sequence (>= 1); training values uniform in
-    [-c_train, c_train] (c_train > 0)."""
+    [-c_train, c_train] (c_train > 0), or, with ``sub_intervals``, uniform on each sequence's own
+    random sub-interval of it (:class:`SubIntervals`)."""
 
     kind: str
     n: int
     c_train: float = 2.0
+    sub_intervals: bool = False
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or self.kind not in TASK_KINDS:
             raise ValueError(f"AlgorithmicTask.kind must be one of {TASK_KINDS}, got {self.kind!r}")
         _check_int("AlgorithmicTask.n", self.n, lo=1)
         object.__setattr__(self, "c_train", _check_positive("AlgorithmicTask.c_train", self.c_train))
+        if not isinstance(self.sub_intervals, bool):
+            raise TypeError(f"AlgorithmicTask.sub_intervals must be a bool, got {self.sub_intervals!r}")
 
     @property
     def n_out(self) -> int:
         return 1 if self.kind in SCALAR_KINDS else self.n
 
     @property
-    def train_range(self) -> ValueRange:
-        return ValueRange(self.c_train)
+    def train_range(self) -> ValueRange | SubIntervals:
+        return SubIntervals(self.c_train) if self.sub_intervals else ValueRange(self.c_train)
 
     def targets(self, x: Tensor) -> Tensor:
         return targets(self.kind, x)
 
     def ood(self, test_cs: Sequence[float], shells: bool = False) -> OODProtocol:
         """The protocol with this task's training range and test ranges [-c, c] for c in test_cs."""
-        return OODProtocol(self.c_train, tuple(test_cs), shells)
+        return OODProtocol(self.c_train, tuple(test_cs), shells, self.sub_intervals)
+
+
+def _uniform(generator: torch.Generator, *shape: int) -> Tensor:
+    """u ~ U[0, 1)^shape in float64 from ``generator`` alone, on its device."""
+    return torch.rand(*shape, generator=generator, device=generator.device, dtype=torch.float64)
 
 
 @dataclass(frozen=True)
@@ -141,6 +157,10 @@ class ValueRange:
         v = (2 * u - 1) * (self.c - self.inner)
         return torch.where(v >= 0, v + self.inner, v - self.inner)
 
+    def draw(self, generator: torch.Generator, batch_size: int, n: int) -> Tensor:
+        """(B, n) float64 values from ``generator`` alone: one draw of u (B, n), mapped by :meth:`values`."""
+        return self.values(_uniform(generator, batch_size, n))
+
     def __str__(self) -> str:
         if self.inner == 0:
             return f"[-{self.c:g}, {self.c:g}]"
@@ -148,13 +168,72 @@ class ValueRange:
 
 
 @dataclass(frozen=True)
+class SubIntervals:
+    """Every sequence on its own random sub-interval [a, b] of [-c, c], its n values uniform on it.
+
+    As de Luca et al. 2024 draw them (``generate_data_basic`` in ``data.py`` of
+    opallab/positional_attention): a and b are the smaller and the larger of two uniform draws on
+    [-c, c], so a sequence may be nearly constant (a close to b) or span the whole range. With
+    ``avoid`` (0 < avoid < c) an interval lying inside [-avoid, avoid] is drawn again until it does
+    not (their ``reject_low`` / ``reject_high``): with avoid = c_train these are their test sequences
+    "outside the training range". Each such interval reaches beyond the training range, though some
+    of its values may still fall inside it; an interval of [-c, c] is accepted with probability
+    1 - (avoid / c)^2 (both ends must not fall in [-avoid, avoid] together)."""
+
+    c: float
+    avoid: float | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "c", _check_positive("SubIntervals.c", self.c))
+        if self.avoid is not None:
+            avoid = _check_positive("SubIntervals.avoid", self.avoid)
+            if avoid >= self.c:
+                raise ValueError(f"SubIntervals.avoid must be < c = {self.c:g} (else no interval is accepted), "
+                                 f"got {avoid:g}")
+            object.__setattr__(self, "avoid", avoid)
+
+    def fits_inside(self, c_train: float) -> bool:
+        """Whether every value of this range lies in [-c_train, c_train]."""
+        return self.c <= c_train
+
+    def intervals(self, generator: torch.Generator, batch_size: int) -> Tensor:
+        """(B, 2) float64 ends [a, b], a <= b. Rows inside [-avoid, avoid] get fresh draws (in row
+        order, from the same generator) until none is left: one host sync per round, and this is
+        only used to build test sets."""
+        ends = self._ends(generator, batch_size)
+        if self.avoid is None:
+            return ends
+        inside = (ends[:, 0] >= -self.avoid) & (ends[:, 1] <= self.avoid)
+        while bool(inside.any()):
+            rows = inside.nonzero().squeeze(1)
+            ends[rows] = self._ends(generator, len(rows))
+            inside[rows] = (ends[rows, 0] >= -self.avoid) & (ends[rows, 1] <= self.avoid)
+        return ends
+
+    def _ends(self, generator: torch.Generator, m: int) -> Tensor:
+        return (self.c * (2 * _uniform(generator, m, 2) - 1)).sort(dim=1).values
+
+    def draw(self, generator: torch.Generator, batch_size: int, n: int) -> Tensor:
+        """(B, n) float64 values: the intervals first, then u (B, n); x = a + (b - a) u."""
+        ends = self.intervals(generator, batch_size)
+        u = _uniform(generator, batch_size, n)
+        return ends[:, :1] + (ends[:, 1:] - ends[:, :1]) * u
+
+    def __str__(self) -> str:
+        outside = "" if self.avoid is None else f" not inside [-{self.avoid:g}, {self.avoid:g}]"
+        return f"sub-intervals of [-{self.c:g}, {self.c:g}]{outside}"
+
+
+@dataclass(frozen=True)
 class OODProtocol:
     """Training range [-c_train, c_train] and test ranges for every c in ``test_cs`` (each c >
-    c_train; increasing when ``shells``)."""
+    c_train; increasing when ``shells``). ``sub_intervals``: each sequence on its own sub-interval,
+    the test ones not inside the training range (:class:`SubIntervals`; not with ``shells``)."""
 
     c_train: float
     test_cs: tuple[float, ...]
     shells: bool = False
+    sub_intervals: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "c_train", _check_positive("OODProtocol.c_train", self.c_train))
@@ -170,13 +249,18 @@ class OODProtocol:
                 )
         if self.shells and any(b <= a for a, b in zip(cs, cs[1:])):
             raise ValueError(f"OODProtocol.test_cs must increase strictly when shells=True, got {cs}")
+        if self.shells and self.sub_intervals:
+            raise ValueError("OODProtocol.sub_intervals and shells exclude each other: sub-intervals keep "
+                             "out of the training range by redrawing, shells by cutting it out")
         object.__setattr__(self, "test_cs", cs)
 
     @property
-    def train_range(self) -> ValueRange:
-        return ValueRange(self.c_train)
+    def train_range(self) -> ValueRange | SubIntervals:
+        return SubIntervals(self.c_train) if self.sub_intervals else ValueRange(self.c_train)
 
-    def test_ranges(self) -> list[ValueRange]:
+    def test_ranges(self) -> list[ValueRange | SubIntervals]:
+        if self.sub_intervals:
+            return [SubIntervals(c, avoid=self.c_train) for c in self.test_cs]
         if not self.shells:
             return [ValueRange(c) for c in self.test_cs]
         inners = (self.c_train, *self.test_cs[:-1])
@@ -206,18 +290,18 @@ class AlgorithmicBatch:
 
 
 def sample(task: AlgorithmicTask, generators: Sequence[torch.Generator], batch_size: int, *,
-           values: ValueRange | None = None, device=None, dtype: torch.dtype = torch.float32) -> AlgorithmicBatch:
+           values: ValueRange | SubIntervals | None = None, device=None,
+           dtype: torch.dtype = torch.float32) -> AlgorithmicBatch:
     """Draw ``batch_size`` sequences for each of K = len(generators) models, values in ``values``
     (default: the training range). Targets are computed in float64, then everything is cast to
     ``dtype`` and moved to ``device`` (default: the generators' shared device)."""
     if not isinstance(task, AlgorithmicTask):
         raise TypeError(f"sample: task must be an AlgorithmicTask, got {type(task).__name__}")
     values = task.train_range if values is None else values
-    if not isinstance(values, ValueRange):
-        raise TypeError(f"sample: values must be a ValueRange, got {type(values).__name__}")
+    if not isinstance(values, (ValueRange, SubIntervals)):
+        raise TypeError(f"sample: values must be a ValueRange or SubIntervals, got {type(values).__name__}")
     target = _check_generators(generators, batch_size, dtype, device)
-    xs = [values.values(torch.rand(batch_size, task.n, generator=g, device=g.device, dtype=torch.float64))
-          for g in generators]  # per model, not per sample
+    xs = [values.draw(g, batch_size, task.n) for g in generators]  # per model, not per sample
     x = torch.stack([t.to(target) for t in xs])
     return AlgorithmicBatch(x=x.to(dtype), y=task.targets(x).to(dtype))
 

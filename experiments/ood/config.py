@@ -10,17 +10,25 @@
     c_train = 2.0                    # training values uniform in [-c_train, c_train]
     test_cs = [4, 8, 20]             # test values in [-c, c], every c > c_train
     shells = false                   # test range i keeps only c_{i-1} < |x| <= c_i
+    sub_intervals = false            # every sequence on its own random sub-interval (de Luca et al.)
     [model]
     kinds = ["positional", "standard"]
-    width = 64, n_heads = 2, n_layers = 3 (or "log2": ceil(log2 n)), d_mlp = 128,
-    mask = "full", mlp = "relu", mlp_input = "residual", scratch = true, init_std = 0.02
+    width = 64, n_heads = 2, d_mlp = 128, mask = "full", mlp = "relu", mlp_input = "residual",
+    n_layers = 3 (or "log2": ceil(log2 n); "log2+1": floor(log2 n) + 1, de Luca et al.'s depth),
+    scratch = true, init_std = 0.02, init = "normal" (or "torch": PyTorch's defaults, as their model)
     [train]
     seeds = [0, 1, 2]  (or an int: range(seeds)), steps, batch_size, lr, weight_decay,
     warmup, min_lr_ratio, clip, beta1, beta2, eps, log_every, checkpoint_every
+    train_size = 0                   # > 0: a fixed set of that many sequences per seed, visited in
+                                     # epochs of train_size / batch_size steps (a whole number)
+    plateau_factor, plateau_patience, plateau_threshold   # any of them: reduce-on-plateau, per model,
+                                     # every log an epoch (the others take torch's 0.1, 10, 1e-4)
     [eval]
     batch_size = 1024
 
-A wrong field raises :class:`experiments.common.validate.ConfigError` naming it (``task.test_cs``).
+A field left out takes the value that keeps a config written before it existed (and its run ids)
+unchanged. A wrong field raises :class:`experiments.common.validate.ConfigError` naming it
+(``task.test_cs``).
 """
 
 from __future__ import annotations
@@ -42,16 +50,29 @@ from experiments.common.validate import (
     string,
     table,
 )
-from experiments.ood.sequences import HYPER_FIELDS, MODEL_KINDS, SeqRun, SeqShape, auto_layers
+from experiments.ood.sequences import (
+    HYPER_FIELDS,
+    INITS,
+    MODEL_KINDS,
+    SeqRun,
+    SeqShape,
+    auto_layers,
+    log2_plus_one_layers,
+)
+from experiments.training.trainer import Plateau
 from synthetic.algorithmic import TASK_KINDS, AlgorithmicTask, OODProtocol
 
 TOP = ("name", "device", "dtype", "backend", "task", "model", "train", "eval")
+PLATEAU_FIELDS = ("plateau_factor", "plateau_patience", "plateau_threshold")
 FIELDS = {
-    "task": ("kinds", "n", "c_train", "test_cs", "shells"),
-    "model": ("kinds", "width", "n_heads", "n_layers", "d_mlp", "mask", "mlp", "mlp_input", "scratch", "init_std"),
-    "train": ("seeds", "steps", "batch_size", "log_every", "checkpoint_every", *HYPER_FIELDS),
+    "task": ("kinds", "n", "c_train", "test_cs", "shells", "sub_intervals"),
+    "model": ("kinds", "width", "n_heads", "n_layers", "d_mlp", "mask", "mlp", "mlp_input", "scratch", "init_std",
+              "init"),
+    "train": ("seeds", "steps", "batch_size", "log_every", "checkpoint_every", "train_size", *PLATEAU_FIELDS,
+              *HYPER_FIELDS),
     "eval": ("batch_size",),
 }
+AUTO_LAYERS = {"log2": auto_layers, "log2+1": log2_plus_one_layers}
 
 
 @dataclass(frozen=True)
@@ -74,19 +95,23 @@ class OODConfig:
     device: str = "auto"
     backend: str = "local"
     checkpoint_every: int = 0
+    sub_intervals: bool = False
+    train_size: int = 0
+    plateau: Plateau | None = None
 
     def shape_for(self, n: int) -> SeqShape:
         layers = self.shape.get("n_layers", 3)
-        return SeqShape(**{**self.shape, "n_layers": auto_layers(n) if layers == "log2" else layers})
+        return SeqShape(**{**self.shape, "n_layers": AUTO_LAYERS[layers](n) if layers in AUTO_LAYERS else layers})
 
     def protocol(self) -> OODProtocol:
-        return OODProtocol(self.c_train, self.test_cs, self.shells)
+        return OODProtocol(self.c_train, self.test_cs, self.shells, self.sub_intervals)
 
     def runs(self) -> list[SeqRun]:
         """One run per (n, task, model kind, seed); the seeds of one (n, task, kind) train as one batch."""
         hyper = tuple(sorted(self.hyper.items()))
         return [SeqRun(task, n, self.c_train, kind, self.shape_for(n), seed, self.steps, self.batch_size,
-                       self.log_every, self.checkpoint_every, hyper, self.dtype)
+                       self.log_every, self.checkpoint_every, hyper, self.dtype, self.sub_intervals, self.train_size,
+                       self.plateau)
                 for n in self.ns for task in self.task_kinds for kind in self.model_kinds for seed in self.seeds]
 
 
@@ -113,6 +138,10 @@ def _task(task: dict) -> dict:
         raise ConfigError(f"task.test_cs must be a non-empty list of numbers, got {test_cs!r}")
     test_cs = reals("task.test_cs", test_cs, 0.0, open_lo=True)
     shells = boolean("task.shells", task.get("shells", False))
+    sub_intervals = boolean("task.sub_intervals", task.get("sub_intervals", False))
+    if shells and sub_intervals:
+        raise ConfigError("task.sub_intervals = true excludes task.shells = true: sub-intervals keep the test "
+                          "sequences out of the training range by redrawing their intervals")
     try:
         OODProtocol(c_train, test_cs, shells)
     except (TypeError, ValueError) as err:
@@ -124,7 +153,8 @@ def _task(task: dict) -> dict:
                 AlgorithmicTask(kind, n, c_train)
             except (TypeError, ValueError) as err:
                 raise ConfigError(f"task.n: {err}") from None
-    return {"task_kinds": kinds, "ns": ns, "c_train": c_train, "test_cs": test_cs, "shells": shells}
+    return {"task_kinds": kinds, "ns": ns, "c_train": c_train, "test_cs": test_cs, "shells": shells,
+            "sub_intervals": sub_intervals}
 
 
 def _train(train: dict) -> dict:
@@ -142,9 +172,30 @@ def _train(train: dict) -> dict:
     if checkpoint_every % log_every:
         raise ConfigError(f"train.checkpoint_every ({checkpoint_every}) must be a multiple of train.log_every "
                           f"({log_every})")
-    return {"seeds": seeds, "steps": integer("train.steps", train.get("steps", 1000), 1),
-            "batch_size": integer("train.batch_size", train.get("batch_size", 64), 1),
-            "log_every": log_every, "checkpoint_every": checkpoint_every, "hyper": hyper}
+    batch_size = integer("train.batch_size", train.get("batch_size", 64), 1)
+    return {"seeds": seeds, "steps": integer("train.steps", train.get("steps", 1000), 1), "batch_size": batch_size,
+            "log_every": log_every, "checkpoint_every": checkpoint_every, "hyper": hyper,
+            "train_size": _train_size(train, batch_size), "plateau": _plateau(train)}
+
+
+def _train_size(train: dict, batch_size: int) -> int:
+    size = integer("train.train_size", train.get("train_size", 0), 0)
+    if size and (size < batch_size or size % batch_size):
+        raise ConfigError(f"train.train_size ({size}) must be a multiple of train.batch_size ({batch_size}): "
+                          "every epoch of the fixed set is whole batches")
+    return size
+
+
+def _plateau(train: dict) -> Plateau | None:
+    """Reduce-on-plateau when any plateau_* field is given; the others take torch's defaults."""
+    if not any(k in train for k in PLATEAU_FIELDS):
+        return None
+    default = Plateau()
+    return Plateau(
+        factor=real("train.plateau_factor", train.get("plateau_factor", default.factor), 0.0, 1.0, open_lo=True,
+                    open_hi=True),
+        patience=integer("train.plateau_patience", train.get("plateau_patience", default.patience), 0),
+        threshold=real("train.plateau_threshold", train.get("plateau_threshold", default.threshold), 0.0))
 
 
 def _shape(model: dict) -> dict:
@@ -152,7 +203,7 @@ def _shape(model: dict) -> dict:
     for k in ("width", "n_heads", "d_mlp"):
         if k in shape:
             integer(f"model.{k}", shape[k], 1)
-    if shape.get("n_layers", 3) != "log2":
+    if shape.get("n_layers", 3) not in AUTO_LAYERS:
         integer("model.n_layers", shape.get("n_layers", 3), 1)
     for k, allowed in (("mask", ("full", "causal")), ("mlp", ("relu", "gelu", "gelu_tanh")),
                        ("mlp_input", ("residual", "concat"))):
@@ -162,6 +213,8 @@ def _shape(model: dict) -> dict:
         boolean("model.scratch", shape["scratch"])
     if "init_std" in shape:
         shape["init_std"] = real("model.init_std", shape["init_std"], 0.0, open_lo=True)
+    if "init" in shape:
+        choice("model.init", shape["init"], INITS)
     try:
         SeqShape(**{**shape, "n_layers": 1})
     except ValueError as err:

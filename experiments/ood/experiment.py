@@ -27,7 +27,7 @@ from experiments.plots.ood import error_vs_c
 from experiments.sweeps import store as st
 from experiments.sweeps.runner import run_sweep
 from experiments.sweeps.spec import Sweep, SweepOptions
-from synthetic.algorithmic import ValueRange
+from synthetic.algorithmic import SubIntervals, ValueRange
 
 TABLE_COLUMNS = ("model_kind", "task", "n", "c", "median_error", "worst_error")
 
@@ -40,9 +40,11 @@ def sweep(cfg: OODConfig) -> Sweep:
     return Sweep(options, runs, [r.label for r in runs], (S.SEQUENCE,))
 
 
-def evaluation_ranges(cfg: OODConfig) -> list[tuple[float, ValueRange]]:
-    """(c, range): the training range first (in distribution), then every test range."""
-    return [(cfg.c_train, ValueRange(cfg.c_train))] + list(zip(cfg.test_cs, cfg.protocol().test_ranges()))
+def evaluation_ranges(cfg: OODConfig) -> list[tuple[float, ValueRange | SubIntervals]]:
+    """(c, range): the training range first (in distribution), then every test range (with
+    ``sub_intervals``: sub-intervals of [-c_train, c_train], then sub-intervals of [-c, c] not inside it)."""
+    protocol = cfg.protocol()
+    return [(cfg.c_train, protocol.train_range)] + list(zip(cfg.test_cs, protocol.test_ranges()))
 
 
 def run(cfg: OODConfig, out, *, device=None, backend: str | None = None, progress: bool = True,
@@ -96,7 +98,8 @@ def write(out: Path, table: pd.DataFrame, per_model: pd.DataFrame, cfg: OODConfi
              out / "error_vs_c.svg", out / "error_vs_c.csv"]
     atomic_write_text(paths[0], table.to_csv(index=False))
     atomic_write_text(paths[1], per_model.to_csv(index=False))
-    atomic_write_json(paths[2], {**cfg.__dict__, "shape": dict(cfg.shape)})
+    plateau = None if cfg.plateau is None else cfg.plateau._asdict()
+    atomic_write_json(paths[2], {**cfg.__dict__, "shape": dict(cfg.shape), "plateau": plateau})
     fig = figure(table)
     fig.tight_layout()
     for path, fmt in ((paths[3], "png"), (paths[4], "svg")):

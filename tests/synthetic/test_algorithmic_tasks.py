@@ -5,12 +5,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from synthetic import algorithmic
 from synthetic import sequences as S
 from synthetic.algorithmic import (
     TASK_KINDS,
     AlgorithmicBatch,
     AlgorithmicTask,
     OODProtocol,
+    SubIntervals,
     ValueRange,
     make_generators,
     sample,
@@ -143,3 +145,74 @@ def test_targets_agree_with_the_reference_module():
     x = sample(AlgorithmicTask("cumsum", n=9), make_generators([2]), 4, dtype=torch.float64).x
     assert torch.equal(AlgorithmicTask("cum_max_subarray", 9).targets(x), S.max_subarray(x, cumulative=True))
     assert torch.equal(AlgorithmicTask("median", 9).targets(x)[..., 0], S.median(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# Sub-intervals (de Luca et al. 2024): every sequence on its own random interval
+
+
+def _feed(monkeypatch, *draws):
+    """Make the module's uniform draws return ``draws`` (float64 lists) in order: bounds by hand."""
+    queue = [torch.tensor(d, dtype=torch.float64) for d in draws]
+    monkeypatch.setattr(algorithmic, "_uniform", lambda generator, *shape: queue.pop(0).reshape(shape))
+
+
+def test_a_sub_interval_is_the_sorted_pair_of_two_draws_and_its_values_fill_it(monkeypatch):
+    """c = 2: draws 0.75 and 0.25 are the ends 2 (2u - 1) = 1 and -1, sorted to [-1, 1]; then u = 0, 0.5,
+    0.75 give -1, 0, 0.5 (x = a + (b - a) u)."""
+    _feed(monkeypatch, [[0.75, 0.25]], [[0.0, 0.5, 0.75]])
+    x = SubIntervals(2.0).draw(torch.Generator(), 1, 3)
+    assert x.tolist() == [[-1.0, 0.0, 0.5]]
+
+
+def test_a_test_interval_inside_the_training_range_is_drawn_again(monkeypatch):
+    """c = 4, avoid = 2: the first pair gives [0, 0.8], inside [-2, 2], so it is drawn again; the
+    second gives [-3.2, 3.2]; the values then come from u = 0.5, 1 -> 0, 3.2."""
+    _feed(monkeypatch, [[0.5, 0.6]], [[0.1, 0.9]], [[0.5, 1.0]])
+    x = SubIntervals(4.0, avoid=2.0).draw(torch.Generator(), 1, 2)
+    assert x[0].tolist() == pytest.approx([0.0, 3.2], abs=1e-12)
+
+
+def test_no_test_interval_lies_inside_the_training_range():
+    """Not vacuous: without ``avoid`` about (2 / 3)^2 = 44% of the intervals of [-3, 3] lie inside
+    [-2, 2] (binomial sd 0.8% over 4096)."""
+    g = make_generators([0])[0]
+    ends = SubIntervals(3.0, avoid=2.0).intervals(g, 4096)
+    assert not bool(((ends[:, 0] >= -2) & (ends[:, 1] <= 2)).any()) and bool((ends[:, 0] <= ends[:, 1]).all())
+    free = SubIntervals(3.0).intervals(g, 4096)
+    assert abs(float(((free[:, 0] >= -2) & (free[:, 1] <= 2)).double().mean()) - 4 / 9) < 0.04
+
+
+def test_interval_ends_are_the_minimum_and_maximum_of_two_uniform_draws():
+    """On [-c, c] the smaller of two uniform draws has mean -c / 3 and the larger c / 3; 8192
+    intervals with c = 3: each mean has sd sqrt(2 / 9) * 3 / sqrt(8192) ~ 0.016, so 0.07 is 4 sd."""
+    ends = SubIntervals(3.0).intervals(make_generators([1])[0], 8192)
+    assert ends[:, 0].mean() == pytest.approx(-1.0, abs=0.07) and ends[:, 1].mean() == pytest.approx(1.0, abs=0.07)
+
+
+def test_sub_interval_sequences_of_model_k_are_the_same_alone_or_in_a_batch():
+    task = AlgorithmicTask("cumsum", n=5, sub_intervals=True)
+    together = sample(task, make_generators([4, 9]), 6, values=SubIntervals(10.0, avoid=2.0), dtype=torch.float64)
+    alone = sample(task, make_generators([9]), 6, values=SubIntervals(10.0, avoid=2.0), dtype=torch.float64)
+    assert torch.equal(together.x[1], alone.x[0]) and torch.equal(together.y[1], alone.y[0])
+    assert not torch.equal(together.x[0], together.x[1])
+
+
+def test_the_sub_interval_protocol_trains_on_sub_intervals_and_tests_outside_the_training_range():
+    task = AlgorithmicTask("sort", n=4, c_train=2.0, sub_intervals=True)
+    assert task.train_range == SubIntervals(2.0)
+    protocol = task.ood([4.0, 20.0])
+    assert protocol.test_ranges() == [SubIntervals(4.0, avoid=2.0), SubIntervals(20.0, avoid=2.0)]
+    assert str(protocol.test_ranges()[0]) == "sub-intervals of [-4, 4] not inside [-2, 2]"
+    assert AlgorithmicTask("sort", n=4).ood([4.0]).test_ranges() == [ValueRange(4.0)]  # the default is as before
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: SubIntervals(2.0, avoid=2.0), ValueError, "avoid must be < c"),
+    (lambda: SubIntervals(2.0, avoid=-1.0), ValueError, "SubIntervals.avoid must be finite and > 0"),
+    (lambda: OODProtocol(2.0, (4.0,), shells=True, sub_intervals=True), ValueError, "exclude each other"),
+    (lambda: AlgorithmicTask("sort", 4, sub_intervals=1), TypeError, "sub_intervals must be a bool"),
+])
+def test_bad_sub_interval_input_is_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
