@@ -7,6 +7,10 @@ prediction a_b = w_k . x_q (d the input dimension):
 ``nmse``                   normalized squared error  mean_b (yhat_b - y_b)^2 / d  (the zero predictor
                            scores 1 on the isotropic task with w ~ N(0, I); min-norm least squares
                            scores max(d - n, 0) / d without noise)
+``median_nmse``            median_b (yhat_b - y_b)^2 / d: where a few prompts carry the mean (a
+                           model polynomial in its inputs, as stacked linear attention is, can
+                           answer a rare large-norm prompt with an error thousands of times the
+                           typical one), the typical prompt's error
 ``prediction_difference``  mean_b (yhat_b - a_b)^2 / d
 ``error_similarity``       cosine between the residual vectors (yhat_b - y_b)_b and (a_b - y_b)_b over
                            the B prompts (Fu et al. 2023's similarity of errors)
@@ -36,7 +40,7 @@ from experiments.analysis.core import Learner, Prompts, frame, layer_predictions
 from experiments.analysis.references import Reference
 
 EPS = 1e-300
-LOWER_IS_BETTER = ("prediction_difference", "implicit_weight_difference", "nmse")
+LOWER_IS_BETTER = ("prediction_difference", "implicit_weight_difference", "nmse", "median_nmse")
 
 
 def _cos(a: Tensor, b: Tensor, dim: int = -1) -> Tensor:
@@ -111,11 +115,12 @@ def _pairwise(preds: Tensor, grads: Tensor, W: Tensor, p: Prompts) -> dict[str, 
 def compare(learner: Learner, p: Prompts, refs: list[Reference]) -> pd.DataFrame:
     """``prediction_difference``, ``error_similarity`` and ``model_cosine`` of every layer's
     readout against every iteration of every reference, at n_examples = N; plus each layer's
-    ``nmse`` (algorithm "model")."""
+    ``nmse`` and ``median_nmse`` (algorithm "model")."""
     preds, grads = layer_predictions(learner, p), prediction_gradients(learner, p)
     base = {"run": learner.run, "model": learner.model, "n_examples": p.n}
-    rows = [{**base, "layer": layer, "algorithm": "model", "metric": "nmse",
-             "value": float((pr - p.y_query).pow(2).mean() / p.d)} for layer, pr in enumerate(preds)]
+    err = (preds - p.y_query).pow(2) / p.d  # (L+1, B)
+    rows = [{**base, "layer": layer, "algorithm": "model", "metric": metric, "value": float(v)}
+            for layer, e in enumerate(err) for metric, v in (("nmse", e.mean()), ("median_nmse", e.median()))]
     for ref in refs:
         W = ref.weights(p.x, p.y, False)
         for metric, table in _pairwise(preds, grads, W, p).items():

@@ -121,10 +121,12 @@ def summary(frames: dict[str, pd.DataFrame]) -> dict:
     final = cmp[(cmp.layer == cmp.layer.max())]
     at = final[(final.algorithm == close.algorithm) & (final.iteration.isna() if pd.isna(close.iteration)
                                                         else final.iteration == close.iteration)]
-    nmse = final[(final.algorithm == "model") & (final.metric == "nmse")].value
+    model = final[final.algorithm == "model"]
+    nmse, median = model[model.metric == "nmse"].value, model[model.metric == "median_nmse"].value
     out = {"run": close.run, "model": close.model, "closest_algorithm": close.algorithm,
            "closest_iteration": None if pd.isna(close.iteration) else int(close.iteration),
            "prediction_difference": float(close.value), "nmse": float(nmse.iloc[0]),
+           "median_nmse": float(median.iloc[0]) if len(median) else math.nan,
            "model_cosine": float(at[at.metric == "model_cosine"].value.iloc[0]), "algorithms": {}}
     metric = "error_similarity"
     for name in [a for a in pd.unique(cmp.algorithm) if a != "model"]:

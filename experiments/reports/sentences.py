@@ -72,6 +72,15 @@ def _growth(name: str, layers: list[int], its: list[int], entry: dict) -> str:
     return words
 
 
+def _carried(summary: dict) -> str:
+    """When a few prompts carry the mean error (ten times the median or more), say so: the table of
+    trained models (other prompts) and this sentence would otherwise seem to disagree."""
+    median = summary.get("median_nmse", math.nan)
+    if not median > 0 or summary["nmse"] < 10 * median:
+        return ""
+    return f"; a mean carried by a few prompts: the median prompt's is {median:.2g}"
+
+
 def model(summary: dict) -> str:
     """One sentence per model: the closest algorithm, then how GD's and Newton's best iterations
     grow with the layer."""
@@ -79,7 +88,7 @@ def model(summary: dict) -> str:
     step = "" if it is None else (f" step {it}" if summary["closest_algorithm"].startswith("gd") else f" iteration {it}")
     text = (f"{summary['model']}: closest to {summary['closest_algorithm']}{step} (prediction difference "
             f"{summary['prediction_difference']:.2g}, gradient cosine {summary['model_cosine']:.3f}, "
-            f"normalised error {summary['nmse']:.2f})")
+            f"normalised error {summary['nmse']:.2f}{_carried(summary)})")
     parts = []
     for name in ("gd", "newton"):
         entry = summary["algorithms"].get(name)

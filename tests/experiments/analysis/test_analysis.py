@@ -52,6 +52,16 @@ def test_a_construction_scores_similarity_one_and_difference_zero_against_its_al
     assert value(iw, metric="implicit_weight_r2", layer=3) == pytest.approx(1.0, abs=1e-9)
 
 
+def test_the_model_rows_give_mean_and_median_error_of_every_layer():
+    learner, p, _ = gd_learner()
+    cmp = am.compare(learner, p, [])
+    err = (an.layer_predictions(learner, p) - p.y_query).pow(2) / p.d
+    for layer in range(learner.n_layers + 1):
+        assert value(cmp, metric="nmse", layer=layer, algorithm="model") == pytest.approx(float(err[layer].mean()))
+        assert value(cmp, metric="median_nmse", layer=layer, algorithm="model") == pytest.approx(
+            float(err[layer].median()))
+
+
 def test_a_perturbed_construction_no_longer_scores_difference_zero():
     """The metrics are not vacuous: one perturbed matrix moves the difference far above TINY_DIFF."""
     learner, p, eta = gd_learner()

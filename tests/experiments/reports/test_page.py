@@ -149,6 +149,18 @@ def test_model_sentence_puts_the_growth_of_the_best_iteration_in_words():
     assert "layers 1, 2 and 3 match GD steps 1, 4 and 14 (about x3.7 per layer: exponential" in text
     assert "Newton iterations 1, 2 and 3 (about +1.0 per layer: linear" in text
 
+    assert "carried by a few prompts" not in text  # no median given: nothing to say
+
+
+def test_model_sentence_says_when_a_few_prompts_carry_the_mean_error():
+    """A 3-layer linear model answered one prompt in 1024 with an error of 1.4e4 and the rest near
+    1e-4: the mean (14) alone would contradict the table of trained models."""
+    summary = {"model": "linear, 3 layers, seed 1", "closest_algorithm": "ols", "closest_iteration": None,
+               "prediction_difference": 19.0, "model_cosine": 0.99, "nmse": 13.9, "median_nmse": 1.1e-4,
+               "algorithms": {}}
+    assert "a mean carried by a few prompts: the median prompt's is 0.00011" in sentences.model(summary)
+    assert "carried" not in sentences.model({**summary, "nmse": 9e-4})  # under ten times the median
+
 
 @pytest.mark.slow
 def test_headless_chromium_shows_the_demo_page_with_its_figures(demo, tmp_path):
