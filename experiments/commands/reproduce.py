@@ -1,10 +1,11 @@
-"""`ttb reproduce NAME [--scale cpu|paper] [--out DIR] [--json]`, `ttb reproduce --list`.
+"""`ttb reproduce NAME [--scale cpu|paper] [--out DIR] [--json]`, `ttb reproduce --list`, `ttb reproduce --fidelity`.
 
 Trains a paper's published setup (or its CPU-scale version, the same phenomenon on 2 cores in
 minutes) through the sweep engine (store, resume, batching) and writes a page (DIR/report.md and
 report.html) with the figure and the paper's headline number beside the measured one with its
 spread over seeds, and the setup field by field. ``--json`` prints the rows with the keys name,
-scale, metric, published, measured, seeds (and spread, source, claim, holds).
+scale, metric, published, measured, seeds (and spread, source, claim, holds). ``--fidelity`` prints
+every preset's setup beside the paper's code (experiments/reproduce/FIDELITY.md).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ def register(sub) -> None:
                        description=__doc__.split("\n\n", 1)[1])
     p.add_argument("name", nargs="?", help="the reproduction (see --list)")
     p.add_argument("--list", action="store_true", help="name every reproduction and exit")
+    p.add_argument("--fidelity", action="store_true",
+                   help="print every preset's setup beside the paper's code, field by field (Markdown), and exit")
     p.add_argument("--scale", choices=("cpu", "paper"), default="cpu", help="cpu (default) or the paper's setup")
     p.add_argument("--out", default=None, help="output directory (default: runs/reproduce/<name>_<scale>)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, mps (default auto)")
@@ -38,6 +41,9 @@ def reproduce_command(args) -> int:
     if args.list:
         for rep in REPRODUCTIONS.values():
             print(f"{rep.name:10} {rep.paper}\n{'':10} {rep.claim} (cpu: ~{rep.minutes_cpu:g} min)")
+        return 0
+    if args.fidelity:
+        print(report.fidelity_markdown(REPRODUCTIONS.values()), end="")
         return 0
     if args.name is None:
         raise ValueError("name a reproduction (ttb reproduce --list names them)")

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from experiments.analysis import metrics, prompts, references
 from experiments.plots import core as plots
 from experiments.reproduce.core import Fidelity, Reproduction, row
@@ -33,8 +31,9 @@ def preset(batch_size: int, seeds: list[int]) -> dict:
         "sweep": {"name": "oswald", "max_models_per_batch": len(seeds)},
         "task": {"d": D, "n_points": N + 1, "format": "example", "x_dist": "uniform", "x_range": 0.5,
                  "eval_batch_size": 2048},
-        "model": {"n_layers": 1, "d_model": D + 1, "n_heads": 1, "d_head": D + 1, "attention": "linear", "mlp": "none",
-                  "norm": "none", "final_norm": False, "bias": False, "init_std": 0.0135},
+        "model": {"n_layers": 1, "d_model": D + 1, "n_heads": 1, "d_head": D + 1, "attention": "linear_sum", "mlp": "none",
+                  "norm": "none", "final_norm": False, "bias": False, "init_std": 0.0135, "positions": False,
+                  "io": "identity"},
         "train": {"steps": 5000, "batch_size": batch_size, "lr": 1e-3, "beta1": 0.9, "beta2": 0.98, "eps": 1e-9,
                   "min_lr_ratio": 1.0, "grad_clip": 0.001, "log_every": 250},
         "grid": {"train.seed": seeds},
@@ -72,9 +71,7 @@ def _curve(runs, figures: Path) -> Path:
                                    iterations=(1,))
     ax = plots.error_curves(data)
     ax.set_title("von Oswald et al.: one LSA layer vs one GD step", fontsize="small")
-    paths = plots.save(ax, data, figures / "oswald_baselines")
-    plt.close("all")
-    return paths[0]
+    return plots.save(ax, data, figures / "oswald_baselines")[0]  # save closes the figure
 
 
 FIDELITY = (
@@ -84,8 +81,10 @@ FIDELITY = (
     Fidelity("d, N", "input_size 10, dataset_size 10", "10, 10", "10, 10"),
     Fidelity("tokens", "e_i = (x_i, y_i), query (x_q, 0), keys exclude the query (include_query = False)",
              "example format, exclude_query mask", "same"),
-    Fidelity("model", "1 linear self-attention layer, key_size 11, 1 head, no bias, no MLP, no LayerNorm",
-             "same", "same"),
+    Fidelity("model", "1 linear self-attention layer (scores q.k used as they are, no 1 / N: src/attn.py), key_size "
+             "11, 1 head, no bias, no MLP, no LayerNorm, no positional encoding, no input or output projection (the "
+             "prediction is -y at the query)",
+             "same (attention 'linear_sum', model.io = 'identity', positions = false)", "same"),
     Fidelity("init", "haiku VarianceScaling(0.002) (truncated normal, std ~ sqrt(0.002 / 11) = 0.013)",
              "normal(0, 0.0135)", "same", "not truncated"),
     Fidelity("optimiser", "Adam(W) lr 1e-3, b1 0.9, b2 0.98, eps 1e-9, wd 0, clip by global norm 0.001",

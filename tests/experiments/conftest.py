@@ -1,8 +1,9 @@
-"""Fixtures shared by the experiment tests: one tiny demo run per session."""
+"""Fixtures shared by the experiment tests: one tiny demo run per session, one intra-op thread."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from experiments.commands.main import main as ttb
 
@@ -13,3 +14,13 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     assert ttb(["demo", "--tiny", "--quiet", "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and two threads on a shared 2-core machine
+    run several times slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
