@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field, fields
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
@@ -207,9 +207,18 @@ def save_weights(path, cfg: ModelConfig, w: Weights) -> None:
 
 
 def load_weights(path, device=None) -> tuple[ModelConfig, Weights]:
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        cfg = ModelConfig.from_dict(json.loads(f.metadata()["ttb_config"]))
-        sd = {k: f.get_tensor(k) for k in f.keys()}
+    """The config and weights of a file written by :func:`save_weights`; a file that is not
+    safetensors, or whose header has no model config, is a ValueError naming it."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as err:  # a bad header, a cut-short file
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+    if "ttb_config" not in header:
+        raise ValueError(f"{path}: its header has no model config ('ttb_config'); weights are read from files "
+                         f"written by ttb (ttb sweep, ttb import garg)")
+    cfg = ModelConfig.from_dict(json.loads(header["ttb_config"]))
     w = from_state_dict(sd)
     check_weights(cfg, w)
     return cfg, (w if device is None else w.map(lambda t: t.to(device)))

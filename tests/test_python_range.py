@@ -5,10 +5,10 @@ at least compile under the lowest declared Python where this machine has one."""
 import re
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from support import ROOT
 
 PACKAGES = ("synthetic", "constructions", "experiments", "proofs_check")

@@ -20,6 +20,7 @@ Glossary: B prompts, N context examples, d input dimension, I + 1 iterates (0 ..
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -186,6 +187,18 @@ def best_eta(p: Prompts, n_steps: int = 1) -> float:
     return float(grid[int(torch.stack(errs).nan_to_num(float("inf")).argmin())])
 
 
+def option_number(name: str, key: str, value) -> float | int:
+    """The number an --algorithms option gives: n_iter an integer >= 0, the others finite."""
+    try:
+        number = int(value) if key == "n_iter" else float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not math.isfinite(number) or (key == "n_iter" and number < 0):
+        kind = "an integer >= 0" if key == "n_iter" else "a finite number" + (" or 'best'" if key == "eta" else "")
+        raise ValueError(f"--algorithms: {name}'s option {key} must be {kind}, got {value!r}")
+    return number
+
+
 def parse_references(spec: str, *, n_iter: dict[str, int] | None = None, lam: float = 0.1,
                      fit: Prompts | None = None) -> list[Reference]:
     """"gd,newton:alpha=0.3,ols" -> references; options after ':' as key=value (eta, alpha,
@@ -208,7 +221,7 @@ def parse_references(spec: str, *, n_iter: dict[str, int] | None = None, lam: fl
                     raise ValueError("--algorithms: eta=best needs prompts to fit the step size on")
                 kwargs[key] = best_eta(fit, int(kwargs["n_iter"]))
             else:
-                kwargs[key] = int(value) if key == "n_iter" else float(value)
+                kwargs[key] = option_number(name, key, value)
         ref = reference(name, task=getattr(fit, "task", None), **kwargs)
         shown = [f"{o.partition('=')[0]}={kwargs[o.partition('=')[0]]:.4g}" for o in opts]
         out.append(replace(ref, name=f"{name}[{','.join(shown)}]") if opts else ref)

@@ -7,18 +7,19 @@ fixed seed, in float64, with n_points - 1 examples in context and one query.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from constructions.model import load_weights
+from constructions.model import load_weights, to_state_dict
 from experiments.analysis import core as an
 from experiments.analysis import metrics as am
 from experiments.analysis import probes as ap
 from experiments.analysis import prompts, references
+from experiments.common.validate import ConfigError, read_json
 from experiments.training.config import RunConfig
 
 DEFAULT_ALGORITHMS = "gd,newton,ols,ridge,zero"
@@ -75,10 +76,24 @@ def trained_sizes(config) -> list[int]:
     return list(range(start - 1, t.n_points))
 
 
+def check_finite(path: Path, weights) -> None:
+    """A ValueError naming the file and a tensor if ``weights`` hold NaN or infinite values."""
+    bad = [key for key, t in to_state_dict(weights).items() if not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"{path}: weights hold NaN or infinite values ({', '.join(bad[:3])}"
+                         f"{', ...' if len(bad) > 3 else ''}); the run diverged or the file is damaged")
+
+
 def load_run(directory) -> Run:
     directory = Path(directory)
-    config = RunConfig.from_dict(json.loads((directory / "config.json").read_text()))
+    path = directory / "config.json"
+    data = read_json(path, "run config")
+    try:
+        config = RunConfig.from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     cfg, weights = load_weights(directory / "weights.safetensors")
+    check_finite(directory / "weights.safetensors", weights)
     label = short_label(config)
     learner = an.Learner(cfg, weights, config.task.format, model=label, run=directory.name)
     return Run(directory.name, label, config, learner, directory)

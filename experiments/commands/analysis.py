@@ -25,6 +25,8 @@ import json
 import re
 from pathlib import Path
 
+from experiments.commands.options import seed
+
 
 def _section(command: str) -> str:
     """The module docstring's paragraph on ``ttb COMMAND`` (for that command's --help)."""
@@ -41,7 +43,7 @@ def register(sub) -> None:
                                                       "(default gd,newton,ols,ridge,zero)")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.add_argument("--prompts", type=int, default=512, help="evaluation prompts per run (default 512)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the evaluation prompts")
+    c.add_argument("--seed", type=seed, default=0, help="seed of the evaluation prompts")
     c.set_defaults(func=compare_command)
     p = sub.add_parser("plot", help="figures of a run or sweep directory (PNG + SVG + CSV)",
                        description=_section("plot"), formatter_class=raw)

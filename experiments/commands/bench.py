@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+from experiments.commands.options import device_name, seed
+
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (ratios measured in one run)")
@@ -20,7 +22,7 @@ def register(sub) -> None:
     a.add_argument("--n", type=int, default=40, help="examples per prompt; every prefix 0..n is fitted (default 40)")
     a.add_argument("--algorithms", default=None, help="comma-separated subset (default: all)")
     a.add_argument("--repeats", type=int, default=3, help="timed runs of each side, best counts (default 3)")
-    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--seed", type=seed, default=0)
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=run_algorithms)
     t = bsub.add_parser("train", help="K models trained batched vs one after another")
@@ -28,7 +30,7 @@ def register(sub) -> None:
     t.add_argument("--steps", type=int, default=5, help="timed steps per round, best of 3 rounds (default 5)")
     t.add_argument("--compile", action="store_true", help="torch.compile the trainer's loss (warm-up steps compile)")
     t.add_argument("--autocast", choices=("bfloat16",), default=None, help="mixed precision (both ways; GPU runs)")
-    t.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    t.add_argument("--device", type=device_name, default=None, help="cpu, cuda, mps (default: best available)")
     t.add_argument("--shapes", default=None, help="comma-separated shape names (default: all)")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=run_train)
@@ -49,7 +51,9 @@ def run_train(args) -> int:
     try:
         ks = tuple(int(k) for k in args.ks.split(","))
     except ValueError:
-        raise ValueError(f"--ks must be comma-separated integers such as 1,8,32, got {args.ks!r}") from None
+        ks = ()
+    if not ks or min(ks) < 1:
+        raise ValueError(f"--ks must be comma-separated integers >= 1 such as 1,8,32, got {args.ks!r}")
     shapes = None if args.shapes is None else [s.strip() for s in args.shapes.split(",")]
     rows = train_bench.run(ks=ks, steps=args.steps, device=args.device, shapes=shapes, progress=not args.json,
                            compile=args.compile, autocast=args.autocast)

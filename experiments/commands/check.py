@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import sys
 
+from experiments.commands.options import seed
+
 
 def register(sub) -> None:
     p = sub.add_parser("check", help="check constructions against their reference algorithms",
                        description=__doc__.split("\n\n", 1)[1])
     p.add_argument("names", nargs="*", metavar="NAME", help="constructions (default: all; --list names them)")
     p.add_argument("--list", action="store_true", help="print every construction's name, class and claim, and exit")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random instances (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random instances (default 0)")
     p.add_argument("--cases", type=int, default=16, help="random instances per construction (default 16)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--mutate", action="store_true", help="also check perturbed weights: each must be caught")

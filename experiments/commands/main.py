@@ -2,6 +2,10 @@
 
 A module contributes commands through ``register(subparsers)``; each subparser sets ``func`` to a
 function ``(args) -> int`` (the exit status). The table below is explicit: no discovery magic.
+
+One error boundary: a failure the user can fix (:mod:`experiments.commands.errors`) prints one line
+``ttb COMMAND: error: ...`` naming the file or field and exits 2; Ctrl-C prints one line and exits
+130; anything else is a bug and keeps its traceback, with a line asking for a report.
 """
 
 from __future__ import annotations
@@ -9,6 +13,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
+
+from experiments.commands.errors import describe
 
 # (module, what it adds): imported lazily so `ttb check` does not pay for pandas or ray.
 COMMAND_MODULES = (
@@ -23,8 +30,19 @@ COMMAND_MODULES = (
 )
 
 
+# Commands whose work is kept as it goes (a store, run directories): run again to resume.
+RESUMABLE = ("sweep", "ood", "approx", "reproduce", "demo")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors ("ttb sweep: error: argument --device: ...")."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ttb", description="Theory testbed: check transformer constructions, train and compare."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -47,9 +65,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as err:
-        print(f"ttb {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(interrupted(args.command), file=sys.stderr)
+        return 130
+    except Exception as err:
+        return report(args.command, err)
+
+
+def interrupted(command: str) -> str:
+    resume = "; the store is resumable: run the same command again" if command in RESUMABLE else ""
+    return f"ttb {command}: interrupted{resume}"
+
+
+def report(command: str, err: Exception) -> int:
+    """Print ``err`` as one line (exit 2), or, for a bug, its traceback and a request (exit 1)."""
+    message = describe(err)
+    if message is None:
+        traceback.print_exc()
+        print(f"ttb {command}: unexpected error (a bug in ttb): please report it with the command line "
+              f"and the traceback above", file=sys.stderr)
+        return 1
+    print(f"ttb {command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from experiments.commands.options import device_name
+
 
 def register(sub) -> None:
     p = sub.add_parser("reproduce", help="train a paper's published setup and compare with its numbers",
@@ -25,7 +27,7 @@ def register(sub) -> None:
                    help="print every preset's setup beside the paper's code, field by field (Markdown), and exit")
     p.add_argument("--scale", choices=("cpu", "paper"), default="cpu", help="cpu (default) or the paper's setup")
     p.add_argument("--out", default=None, help="output directory (default: runs/reproduce/<name>_<scale>)")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, mps (default auto)")
+    p.add_argument("--device", type=device_name, default=None, help="auto, cpu, cuda, cuda:N, mps (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=reproduce_command)

@@ -17,6 +17,8 @@ def register(sub) -> None:
     engine_options(p, what="sweep name")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the training step")
     p.add_argument("--dry-run", action="store_true", help="print the expanded runs and batches; train nothing")
+    p.add_argument("--wait", action="store_true",
+                   help="if another ttb sweep is using the output directory, wait for it instead of failing")
     p.set_defaults(func=run_sweep_command)
     r = sub.add_parser("runs", help="status table of a sweep directory")
     r.add_argument("dir")
@@ -31,6 +33,7 @@ def register(sub) -> None:
 
 def run_sweep_command(args) -> int:
     from experiments.sweeps import spec as sw
+    from experiments.sweeps.lock import DirectoryLocked
     from experiments.sweeps.runner import run_sweep
 
     sweep = sw.load_sweep(args.file)  # validates every run before anything trains
@@ -38,8 +41,12 @@ def run_sweep_command(args) -> int:
         print(sw.describe(sweep))
         return 0
     out = Path(args.out) if args.out else Path("runs") / sweep.options.name
-    rows = run_sweep(sweep, out, backend=args.backend, device=args.device, compile=args.compile,
-                     progress=not args.no_progress, autocast=args.autocast)
+    try:
+        rows = run_sweep(sweep, out, backend=args.backend, device=args.device, compile=args.compile,
+                         progress=not args.no_progress, autocast=args.autocast, wait=args.wait)
+    except DirectoryLocked as err:
+        print(f"ttb sweep: error: {err}", file=sys.stderr)
+        return 2
     ids = {r.run_id for r in sweep.runs}
     done = sum(1 for r in rows if r["run_id"] in ids and r["status"] in ("done", "diverged"))
     print(f"{done}/{len(ids)} runs finished; `ttb runs {out}` for the table", file=sys.stderr)

@@ -8,6 +8,7 @@ float), so a parser reads ``lr = real("train.lr", data.get("lr", 1e-3), 0.0, ope
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import fields
@@ -23,16 +24,44 @@ class ConfigError(ValueError):
     """A config field is wrong; the message names it and the allowed values."""
 
 
-def read_toml(path, what: str = "config file") -> dict:
-    """The TOML file at ``path`` as a dict: FileNotFoundError if it is missing, ConfigError (with
-    the parser's line and column) if it is not TOML."""
+class UserError(Exception):
+    """A failure the user can fix that is not a config field (a busy output directory, ...): the
+    command line prints its message as one line."""
+
+
+def read_text(path, what: str = "file") -> str:
+    """The UTF-8 text of the file at ``path``: FileNotFoundError if it is missing, ConfigError if it
+    is a directory or not UTF-8 (both messages name the file)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory; give the file itself")
     try:
-        return tomllib.loads(path.read_text())
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                          f"{err.start}); save it as UTF-8") from None
+
+
+def read_toml(path, what: str = "config file") -> dict:
+    """The TOML file at ``path`` as a dict: FileNotFoundError if it is missing, ConfigError (with
+    the parser's line and column) if it is not TOML."""
+    text = read_text(path, what)
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
+
+
+def read_json(path, what: str = "JSON file"):
+    """The JSON file at ``path``, parsed; a file that is not JSON is a ConfigError naming it."""
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{what} {path} is not valid JSON ({err.msg} at line {err.lineno} column "
+                          f"{err.colno})") from None
 
 
 def integer(where: str, value, lo: int, hi: int | None = None) -> int:
@@ -73,6 +102,19 @@ def choices(where: str, value, allowed: Iterable) -> tuple:
     if not items or any(not isinstance(x, str) or x not in allowed for x in items):
         raise ConfigError(f"{where} must be one or a list of {list(allowed)}, got {value!r}")
     return tuple(items)
+
+
+DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
+
+
+def check_device_name(where: str, name) -> str:
+    """``name`` is a well-formed device string: auto, cpu, cuda, cuda:N or mps (whether this machine
+    has it is :func:`experiments.common.devices.pick_device`'s check). Free of torch, so the command
+    line can check ``--device`` as it parses."""
+    kind, _, index = name.partition(":") if isinstance(name, str) else ("", "", "")
+    if kind not in DEVICE_KINDS or (index and (kind in ("auto", "cpu") or not index.isdigit())):
+        raise ConfigError(f"{where} must be one of ['auto', 'cpu', 'cuda', 'cuda:N', 'mps'], got {name!r}")
+    return name
 
 
 def boolean(where: str, value) -> bool:

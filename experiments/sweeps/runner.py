@@ -3,7 +3,8 @@
 Both call :func:`run_chunk`, which trains one chunk (resuming from its runs' checkpoints), writes
 each run's directory and returns the results; only the driver (the process that owns the sweep)
 writes the SQLite store, one transaction per chunk, so a Ray cluster needs nothing but a shared
-directory.
+directory. The driver holds the directory's lock for the whole sweep and repairs what a crash left
+behind before planning (:mod:`experiments.sweeps.repair`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from tqdm.auto import tqdm
 
 from experiments.common.validate import choice
 from experiments.sweeps import store as st
+from experiments.sweeps.lock import directory_lock
+from experiments.sweeps.repair import repair
 from experiments.sweeps.spec import BACKENDS, Chunk, Family, Sweep, plan, register
+from experiments.training.memory import check_batches
 
 
 def run_chunk(out, runs: list, family: Family, device=None, compile: bool = False, on_log=None,
@@ -37,11 +41,13 @@ def run_chunk(out, runs: list, family: Family, device=None, compile: bool = Fals
     else:
         state, prior = trainer.initial_state(), [0.0] * len(runs)
 
+    chunk = [r.run_id for r in runs]  # in each checkpoint: its batch-mates restart with it if it is lost
+
     def on_checkpoint(s):
         elapsed = time.time() - started
         for k, d in enumerate(dirs):
             tensors, meta = trainer.checkpoint_slice(s, k)
-            st.save_checkpoint(d, tensors, {**meta, "wall_s": prior[k] + elapsed})
+            st.save_checkpoint(d, tensors, {**meta, "wall_s": prior[k] + elapsed, "chunk": chunk})
 
     trainer.fit(state, on_log=on_log, on_checkpoint=on_checkpoint)
     return _finish(trainer, state, dirs, [p + time.time() - started for p in prior])
@@ -151,25 +157,33 @@ def run_ray(chunks: list[Chunk], out: Path, store: st.Store, family_of, *, devic
 
 
 def run_sweep(sweep: Sweep, out, *, backend: str | None = None, device: str | None = None,
-              compile: bool | None = None, progress: bool = True, autocast: str | None = None) -> list[dict]:
-    """Train every unfinished run of ``sweep`` into ``out``; returns the store's rows."""
+              compile: bool | None = None, progress: bool = True, autocast: str | None = None,
+              wait: bool = False) -> list[dict]:
+    """Train every unfinished run of ``sweep`` into ``out``; returns the store's rows.
+
+    Holds ``out``'s lock throughout: another process on it raises
+    :class:`~experiments.sweeps.lock.DirectoryLocked`, or with ``wait`` blocks until it is free."""
     out = Path(out)
     opts = sweep.options
     backend = choice("--backend", backend or opts.backend, BACKENDS)
     device = device or opts.device
     compile = opts.compile if compile is None else compile
     out.mkdir(parents=True, exist_ok=True)
-    st.remove_temp_files(out)
-    with st.Store(out) as store:
-        register(sweep, out, store)
-        todo, adopt = plan(sweep, out, store)
-        if adopt:
-            store.mark_finished(adopt)
-        started = time.time()
-        execute = run_local if backend == "local" else run_ray
-        execute(todo, out, store, sweep.family_of, device=device, compile=compile, progress=progress,
-                autocast=autocast or opts.autocast)
-        rows = store.rows()
+    with directory_lock(out, wait=wait):
+        st.remove_temp_files(out)
+        with st.Store(out) as store:
+            register(sweep, out, store)
+            repair(sweep, out, store)
+            todo, adopt = plan(sweep, out, store)
+            if backend == "local":  # every batch fits before the first trains (a Ray worker's device is its own)
+                check_batches([c.runs for c in todo], device)
+            if adopt:
+                store.mark_finished(adopt)
+            started = time.time()
+            execute = run_local if backend == "local" else run_ray
+            execute(todo, out, store, sweep.family_of, device=device, compile=compile, progress=progress,
+                    autocast=autocast or opts.autocast)
+            rows = store.rows()
     if progress:
         print(f"sweep {opts.name}: {len(todo)} batches in {time.time() - started:.1f}s -> {out}", file=sys.stderr)
     return rows

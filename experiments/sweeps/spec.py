@@ -251,7 +251,7 @@ def register(sweep: Sweep, out: Path, store: st.Store) -> None:
                      "path": str(directory.relative_to(out))})
     store.register(rows)
     st.atomic_write_json(out / "sweep.json", {"options": sweep.options.__dict__,
-                                              "runs": [{"run_id": r.run_id, "label": lab}
+                                              "runs": [{"run_id": r.run_id, "label": lab, "group_key": r.group_key()}
                                                        for r, lab in zip(sweep.runs, sweep.labels)]})
 
 

@@ -3,7 +3,7 @@
 Layout of a sweep directory::
 
     store.sqlite                 one row per run (status, timings, final metrics, path)
-    sweep.json                   the sweep as resolved (options, run ids, grid values)
+    sweep.json                   the sweep as resolved (options, run ids, grid values, group keys)
     runs/<run_id>/config.json    the resolved run config
     runs/<run_id>/checkpoint.safetensors   while training: weights, AdamW moments, RNG state;
                                  the JSON header holds step, curriculum position, logged metrics
@@ -12,12 +12,20 @@ Layout of a sweep directory::
     runs/<run_id>/eval.csv       squared error / d per number of in-context examples
     runs/<run_id>/result.json    written last: the run's final metrics (its presence = finished)
 
-Crash safety. Every file is written to a temporary name in the same directory, flushed, fsynced
-and renamed over the target (``os.replace`` is atomic), so a reader sees the old file or the new
-one, never half of one; leftovers of a killed writer are removed on the next start. Every store
-update is one transaction. A run's row says "done" only after its result.json exists, and a
-result.json without a "done" row is adopted on restart, so kill -9 at any point loses nothing
-that had finished and repeats nothing that had.
+Crash safety. Every file is written to a temporary name in the same directory (``.NAME.tmp-PID``),
+flushed, fsynced and renamed over the target (``os.replace`` is atomic), so a reader sees the old
+file or the new one, never half of one. Every store update is one transaction. A run's row says
+"done" only after its result.json exists, and a result.json without a "done" row is adopted on
+restart, so kill -9 at any point loses nothing that had finished and repeats nothing that had.
+
+Defences. One sweep at a time trains into a directory (``experiments.sweeps.lock``). At start, under
+that lock: temporaries whose writer process is dead are removed (nothing else is), and the repairs
+of ``experiments.sweeps.repair`` run (rows left "running" go back to "pending"; a finished run whose
+weights are gone is retrained; a checkpoint that does not load is set aside). A store that does not
+open as SQLite (garbage, zero bytes, cut short) is moved to ``store.sqlite.corrupt`` with a warning,
+and a fresh one is rebuilt from the run directories: each ``config.json`` gives a row, and each
+``result.json`` is adopted as above. Without a live lock holder, ``status_rows`` reports a
+"running" row as "interrupted".
 """
 
 from __future__ import annotations
@@ -25,15 +33,26 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from experiments.common.atomic import atomic_save_tensors, atomic_write_json, atomic_write_text, atomic_write_with, finite_json
+from experiments.common.atomic import (
+    atomic_save_tensors,
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_with,
+    finite_json,
+    stale_temp_files,
+)
+from experiments.common.validate import read_json
+from experiments.sweeps.lock import is_locked
 
 STORE_NAME = "store.sqlite"
 FINISHED = ("done", "diverged")
@@ -57,12 +76,27 @@ CREATE TABLE IF NOT EXISTS runs (
 
 
 def remove_temp_files(root: Path) -> int:
-    """Delete leftovers of writers killed mid-write (``.NAME.tmp-PID``); returns how many."""
-    count = 0
-    for tmp in Path(root).rglob(".*.tmp-*"):
+    """Delete leftovers of writers killed mid-write (``.NAME.tmp-PID`` whose PID is dead); returns
+    how many. Other files, and the temporaries of live writers, stay."""
+    stale = stale_temp_files(root)
+    for tmp in stale:
         tmp.unlink(missing_ok=True)
-        count += 1
-    return count
+    return len(stale)
+
+
+def warn(message: str) -> None:
+    """A repair the user should know of (something was lost or set aside), on stderr."""
+    print(f"ttb: warning: {message}", file=sys.stderr)
+
+
+def set_aside(path: Path) -> Path:
+    """Rename an unreadable ``path`` to ``path.corrupt`` (kept for inspection); returns the new path."""
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    return aside
+
+
+UNREADABLE = (SafetensorError, OSError, ValueError, KeyError, TypeError)  # what a damaged header raises
 
 
 def _csv_text(rows: list[dict], columns) -> str:
@@ -92,22 +126,49 @@ def save_checkpoint(directory: Path, tensors: dict, meta: dict) -> None:
     atomic_save_tensors(checkpoint_path(directory), tensors, {"ttb_checkpoint": json.dumps(finite_json(meta))})
 
 
-def checkpoint_step(directory: Path) -> int:
-    """The step of the run's checkpoint (0 if none), reading only the header."""
-    path = checkpoint_path(directory)
-    if not path.exists():
-        return 0
-    with safe_open(str(path), framework="pt") as f:
-        return int(json.loads(f.metadata()["ttb_checkpoint"])["step"])
-
-
-def load_checkpoint(directory: Path) -> tuple[dict, dict] | None:
+def checkpoint_meta(directory: Path) -> dict | None:
+    """The JSON header of the run's checkpoint (None if none), reading only the header."""
     path = checkpoint_path(directory)
     if not path.exists():
         return None
     with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata()["ttb_checkpoint"])
-    return load_file(str(path)), meta
+        return json.loads(f.metadata()["ttb_checkpoint"])
+
+
+def checkpoint_step(directory: Path) -> int:
+    """The step of the run's checkpoint (0 if none), reading only the header."""
+    meta = checkpoint_meta(directory)
+    return 0 if meta is None else int(meta["step"])
+
+
+def checkpoint_problem(directory: Path) -> str | None:
+    """Why the run's checkpoint cannot be resumed from (its header does not load, does not cover the
+    file, or has no step), or None (a whole one, or none at all)."""
+    try:
+        checkpoint_step(directory)
+    except UNREADABLE as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def load_checkpoint(directory: Path) -> tuple[dict, dict] | None:
+    meta = checkpoint_meta(directory)
+    return None if meta is None else (load_file(str(checkpoint_path(directory))), meta)
+
+
+def weights_problem(directory: Path) -> str | None:
+    """Why a finished run's weights are lost ("missing", "unreadable (...)"), or None. Reads the
+    header only: it must parse and cover the whole file (so a truncated file shows), and big files
+    are not hashed."""
+    path = Path(directory) / "weights.safetensors"
+    if not path.exists():
+        return "missing"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.metadata()
+    except UNREADABLE as err:
+        return f"unreadable ({type(err).__name__}: {err})"
+    return None
 
 
 def metric_columns(metrics: list[dict]) -> list[str]:
@@ -130,7 +191,7 @@ def write_final(directory: Path, write_weights, metrics: list[dict], curve: list
 
 def read_result(directory: Path) -> dict | None:
     path = Path(directory) / "result.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path, "run result") if path.exists() else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -138,16 +199,31 @@ def read_result(directory: Path) -> dict | None:
 
 
 class Store:
-    """The runs table of one sweep directory. Every method is one transaction."""
+    """The runs table of one sweep directory. Every method is one transaction.
 
-    def __init__(self, root: Path):
+    Opening it checks the database: one that does not read as SQLite is set aside and rebuilt
+    from the run directories (:meth:`rebuild`), with a warning naming the file. ``repair=False``
+    (a reader while another process's sweep holds the directory) leaves the file to its owner: a
+    store that process has just created is zero bytes for an instant."""
+
+    def __init__(self, root: Path, repair: bool = True):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.root / STORE_NAME, timeout=60, isolation_level=None)
+        path = self.root / STORE_NAME
+        problem = database_problem(path) if repair else None
+        if problem is not None:
+            for name in (STORE_NAME, STORE_NAME + "-journal"):  # a hot journal belongs to the bad file
+                if (self.root / name).exists():
+                    set_aside(self.root / name)
+            warn(f"{path} is not a readable store ({problem}); moved to {STORE_NAME}.corrupt, "
+                 f"rebuilding it from {self.root / 'runs'}")
+        self.conn = sqlite3.connect(path, timeout=60, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA synchronous=FULL")
         with self.transaction():
             self.conn.execute(SCHEMA)
+        if problem is not None:
+            self.rebuild()
 
     def transaction(self):
         return _Transaction(self.conn)
@@ -168,6 +244,15 @@ class Store:
                 "INSERT OR IGNORE INTO runs (run_id, label, group_key, config, path) "
                 "VALUES (:run_id, :label, :group_key, :config, :path)", runs)
 
+    def rebuild(self) -> None:
+        """Rows from the run directories, after the database was lost: every ``runs/<id>/`` with a
+        config.json is registered (its label and group key from sweep.json where it lists the run),
+        and its result.json, if any, is adopted as a restart adopts one (status and metrics; the
+        attempts and start times were in the lost file)."""
+        rows, results = rows_on_disk(self.root)
+        self.register(rows)
+        self.mark_finished(results)
+
     def statuses(self) -> dict[str, str]:
         return {r["run_id"]: r["status"] for r in self.conn.execute("SELECT run_id, status FROM runs")}
 
@@ -186,8 +271,64 @@ class Store:
                                   [{c: r.get(c) for c in RESULT_COLUMNS + ("run_id", "status", "wall_s",
                                                                           "finished_at")} for r in results])
 
+    def mark_pending(self, run_ids: list[str]) -> None:
+        """Back to "pending", results cleared: rows left "running" by a dead process, or finished
+        runs whose files were lost (they are trained again)."""
+        cleared = ", ".join(f"{c}=NULL" for c in RESULT_COLUMNS + ("finished_at", "wall_s"))
+        with self.transaction():
+            self.conn.executemany(f"UPDATE runs SET status='pending', {cleared} WHERE run_id=?",
+                                  [(i,) for i in run_ids])
+
     def rows(self) -> list[dict]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM runs ORDER BY run_id")]
+
+
+def database_problem(path: Path) -> str | None:
+    """Why ``path`` is not a usable SQLite store (zero bytes, not a database, malformed), or None
+    (a good one, or none yet). A busy or locked database is not a problem: that error propagates."""
+    if not path.exists():
+        return None
+    if path.stat().st_size == 0:
+        return "an empty file"
+    conn = sqlite3.connect(path, timeout=60)
+    try:
+        verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as err:
+        if type(err) is not sqlite3.DatabaseError:  # OperationalError (locked, I/O) and the like
+            raise
+        return str(err)  # "file is not a database", "database disk image is malformed"
+    finally:
+        conn.close()
+    return None if verdict == "ok" else verdict
+
+
+def rows_on_disk(root: Path) -> tuple[list[dict], list[dict]]:
+    """(rows to register, results to adopt) read back from ``runs/*/config.json`` and
+    ``result.json``; a run directory whose files do not parse is skipped with a warning."""
+    listed = _sweep_listing(root)
+    rows, results = [], []
+    for config in sorted(Path(root).glob("runs/*/config.json")):
+        directory, run_id = config.parent, config.parent.name
+        try:
+            resolved, result = json.loads(config.read_text()), read_result(directory)
+        except (OSError, ValueError) as err:
+            warn(f"{directory} left out of the rebuilt store: {err}")
+            continue
+        entry = listed.get(run_id, {})
+        rows.append({"run_id": run_id, "label": entry.get("label", ""), "group_key": entry.get("group_key", ""),
+                     "config": json.dumps(resolved, sort_keys=True), "path": str(directory.relative_to(root))})
+        if result is not None:
+            results.append({**result, "run_id": run_id})
+    return rows, results
+
+
+def _sweep_listing(root: Path) -> dict[str, dict]:
+    """sweep.json's runs by id ({} if it is missing or does not parse: labels are a nicety)."""
+    try:
+        runs = json.loads((Path(root) / "sweep.json").read_text())["runs"]
+        return {r["run_id"]: r for r in runs}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 class _Transaction:
@@ -217,16 +358,25 @@ def varying_fields(configs: list[dict]) -> list[str]:
 
 
 def status_rows(root: Path) -> list[dict]:
-    """The store's rows, with the checkpoint step of unfinished runs as ``step``."""
+    """The store's rows, with the checkpoint step of unfinished runs as ``step``, and "interrupted"
+    for a "running" row when no live process holds the directory's lock."""
     root = Path(root)
     if not (root / STORE_NAME).exists():
         raise FileNotFoundError(f"{root} holds no {STORE_NAME}; is it a sweep output directory?")
-    with Store(root) as store:
+    live = is_locked(root)
+    with Store(root, repair=not live) as store:
         rows = store.rows()
     for row in rows:
+        if row["status"] == "running" and not live:
+            row["status"] = "interrupted"  # its process died; the next sweep resumes it
         finished = row["status"] in FINISHED
-        row["step"] = row["steps_done"] if finished else checkpoint_step(root / row["path"])
+        row["step"] = row["steps_done"] if finished else _step_shown(root / row["path"])
     return rows
+
+
+def _step_shown(directory: Path) -> int | None:
+    """The checkpoint's step, or None where it does not load (the next sweep sets it aside)."""
+    return None if checkpoint_problem(directory) else checkpoint_step(directory)
 
 
 def tidy_metrics(root: Path):

@@ -34,6 +34,7 @@ from experiments.common.devices import pick_device
 from experiments.common.seeds import DATA_STREAM, EVAL_STREAM, INIT_STREAM, derive_seed
 from experiments.training import tasks
 from experiments.training.config import RunConfig
+from experiments.training.memory import check_fits
 from experiments.training.optim import FlatSpec
 from experiments.training.trainer import EarlyStop, Loop, Plateau, Trainer
 
@@ -76,6 +77,7 @@ class RegressionProblem:
             raise ValueError(f"runs must share one group key (shape, steps, ...) to train together, got {len(keys)}")
         self.runs = list(runs)
         self.device = pick_device(device)
+        check_fits(self.runs, self.device)  # before anything is allocated
         first = self.runs[0]
         self.cfg, self.task, self.tr = first.model_config(), first.task, first.train
         self.dtype = self.tr.torch_dtype

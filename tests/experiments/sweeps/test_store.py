@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -36,8 +38,10 @@ def test_a_failed_write_keeps_the_old_file_and_removes_its_temporary(tmp_path):
 
 
 def test_leftover_temporaries_of_a_killed_writer_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid names a writer that is surely gone (pids are not reused this fast)
     (tmp_path / "runs" / "r").mkdir(parents=True)
-    (tmp_path / "runs" / "r" / ".weights.safetensors.tmp-123").write_bytes(b"half")
+    (tmp_path / "runs" / "r" / f".weights.safetensors.tmp-{dead.pid}").write_bytes(b"half")
     (tmp_path / "runs" / "r" / "config.json").write_text("{}")
     assert st.remove_temp_files(tmp_path) == 1
     assert [p.name for p in (tmp_path / "runs" / "r").iterdir()] == ["config.json"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from support import TINY_SWEEP
 
 from experiments.commands.main import main as ttb
 from experiments.common.validate import ConfigError
@@ -22,43 +23,13 @@ from experiments.sweeps.runner import run_sweep
 from experiments.sweeps.store import FINISHED, Store, status_rows
 from experiments.training.config import RunConfig
 
-TINY = """
-[sweep]
-name = "tiny"
-max_models_per_batch = 2
-[task]
-d = 3
-n_points = 5
-eval_batch_size = 16
-[model]
-n_layers = 1
-d_model = 16
-n_heads = 2
-[train]
-steps = {steps}
-batch_size = 8
-log_every = 10
-checkpoint_every = 20
-dtype = "float64"
-[[grid.zip]]
-"train.lr" = [1e-3, 3e-3]
-"train.grad_clip" = [1.0, 0.0]
-[grid]
-"train.seed" = [0, 1]
-"""
+TINY = TINY_SWEEP.replace("{name}", "tiny").replace("{seeds}", "[0, 1]")
 
 RESULT_FIELDS = ("status", "steps_done", "diverged_step", "stopped_step", "final_loss", "final_nmse",
                  "eval_mse", "eval_nmse", "label", "config")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP's
-    spinning threads slow them down many times over."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_sweep(tmp_path: Path, steps: int = 40, extra: str = "") -> Path:
