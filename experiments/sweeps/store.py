@@ -31,6 +31,7 @@ and a fresh one is rebuilt from the run directories: each ``config.json`` gives 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -179,14 +180,26 @@ def metric_columns(metrics: list[dict]) -> list[str]:
 
 def write_final(directory: Path, write_weights, metrics: list[dict], curve: list[dict],
                 result: dict) -> None:
-    """Weights (``write_weights(path)``), metrics and evaluation, result.json last; drop the checkpoint."""
+    """Weights (``write_weights(path)``), metrics and evaluation, result.json last (with the
+    weights' sha256, so that a later reader can tell the file it finds from the one written);
+    drop the checkpoint."""
     directory = Path(directory)
     atomic_write_with(directory / "weights.safetensors", write_weights)
+    result["weights_sha256"] = file_sha256(directory / "weights.safetensors")
     atomic_write_text(directory / "metrics.csv", _csv_text(metrics, metric_columns(metrics)))
     if curve:
         atomic_write_text(directory / "eval.csv", _csv_text(curve, ("n_examples", "nmse")))
     atomic_write_json(directory / "result.json", result)
     checkpoint_path(directory).unlink(missing_ok=True)
+
+
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_result(directory: Path) -> dict | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import subprocess
@@ -71,7 +72,8 @@ def test_write_final_writes_result_last_and_drops_the_checkpoint(tmp_path):
     st.write_final(tmp_path, lambda p: save_weights(p, cfg, w), metrics,
                    [{"n_examples": 0, "nmse": 1.0}], {"run_id": "r", "status": "done"})
     assert not (tmp_path / "checkpoint.safetensors").exists()
-    assert st.read_result(tmp_path) == {"run_id": "r", "status": "done"}
+    digest = hashlib.sha256((tmp_path / "weights.safetensors").read_bytes()).hexdigest()
+    assert st.read_result(tmp_path) == {"run_id": "r", "status": "done", "weights_sha256": digest}
     cfg2, w2 = load_weights(tmp_path / "weights.safetensors")
     assert cfg2 == cfg and all(torch.equal(a, b) for a, b in zip(to_state_dict(w).values(), to_state_dict(w2).values()))
     assert (tmp_path / "metrics.csv").read_text().splitlines()[1] == "1,0.25,0.25,0.25,0.25,1,1"
