@@ -1,8 +1,9 @@
 """Trained runs (a run or sweep directory) through the analysis: load, compare, summarise.
 
 Reads run directories written by ``ttb sweep`` (``runs/<id>/config.json`` and
-``weights.safetensors``); writes nothing. Evaluation prompts come from the run's own task with a
-fixed seed, in float64, with n_points - 1 examples in context and one query.
+``weights.safetensors``), refusing one whose files disagree; writes nothing. Evaluation prompts come
+from the run's own task with a fixed seed, in float64, with n_points - 1 examples in context and one
+query.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from experiments.analysis import metrics as am
 from experiments.analysis import probes as ap
 from experiments.analysis import prompts, references
 from experiments.common.validate import ConfigError, read_json
+from experiments.sweeps.verify import check_run_files
 from experiments.training.config import RunConfig
 
 DEFAULT_ALGORITHMS = "gd,newton,ols,ridge,zero"
@@ -85,6 +87,8 @@ def check_finite(path: Path, weights) -> None:
 
 
 def load_run(directory) -> Run:
+    """A run directory's config and weights, after checking its files agree (a ValueError naming the
+    one that does not: config.json edited, weights replaced; see experiments.sweeps.verify)."""
     directory = Path(directory)
     path = directory / "config.json"
     data = read_json(path, "run config")
@@ -94,6 +98,7 @@ def load_run(directory) -> Run:
         raise ConfigError(f"{path}: {err}") from None
     cfg, weights = load_weights(directory / "weights.safetensors")
     check_finite(directory / "weights.safetensors", weights)
+    check_run_files(directory)
     label = short_label(config)
     learner = an.Learner(cfg, weights, config.task.format, model=label, run=directory.name)
     return Run(directory.name, label, config, learner, directory)

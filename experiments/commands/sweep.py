@@ -23,12 +23,32 @@ def register(sub) -> None:
     r = sub.add_parser("runs", help="status table of a sweep directory")
     r.add_argument("dir")
     r.add_argument("--json", action="store_true")
+    r.add_argument("--verify", action="store_true",
+                   help="check every finished run's files (weights hash, header config = config.json = run id); "
+                        "exit 1 if any disagree")
     r.set_defaults(func=runs_command)
     e = sub.add_parser("export", help="one tidy table of all runs' metrics")
     e.add_argument("dir")
     e.add_argument("--format", choices=("csv", "parquet"), default="csv")
     e.add_argument("--output", default=None, help="output file (default: DIR/metrics.<format>)")
     e.set_defaults(func=export_command)
+
+
+def dry_run_memory(sweep, device) -> None:
+    """The memory check that training would make, on the device named, where this machine has it
+    (a dry run on a laptop of a sweep meant for a GPU only says it could not check)."""
+    from experiments.common.devices import pick_device
+    from experiments.common.validate import ConfigError
+    from experiments.sweeps import spec as sw
+    from experiments.training.memory import check_batches
+
+    try:
+        where = pick_device(device)
+    except ConfigError as err:
+        print(f"memory not checked: {err}")
+        return
+    check_batches([c.runs for c in sw.chunks(sweep.runs, {}, sweep.options.max_models_per_batch)], where)
+    print(f"memory: every batch fits on {where}")
 
 
 def run_sweep_command(args) -> int:
@@ -39,6 +59,7 @@ def run_sweep_command(args) -> int:
     sweep = sw.load_sweep(args.file)  # validates every run before anything trains
     if args.dry_run:
         print(sw.describe(sweep))
+        dry_run_memory(sweep, args.device or sweep.options.device)
         return 0
     out = Path(args.out) if args.out else Path("runs") / sweep.options.name
     try:
@@ -56,12 +77,42 @@ def run_sweep_command(args) -> int:
 def runs_command(args) -> int:
     from experiments.sweeps.store import status_rows
 
+    if args.verify:
+        return verify_command(args)
     rows = status_rows(Path(args.dir))
     if args.json:
         print(json.dumps([{k: v for k, v in r.items() if k != "group_key"} for r in rows], indent=1))
         return 0
     print(format_status(rows))
     return 0
+
+
+def verify_command(args) -> int:
+    """`ttb runs DIR --verify`: one line per problem (or note), naming the file, then a summary."""
+    from experiments.sweeps.verify import finished_runs, verify
+
+    out = Path(args.dir)
+    if not out.is_dir():
+        raise FileNotFoundError(f"{out} is not a sweep output directory")
+    problems = verify(out)
+    failures = [p for p in problems if not p.note]
+    if args.json:
+        print(json.dumps([{"run_id": p.run_id, "file": p.file, "problem": p.what, "note": p.note}
+                          for p in problems], indent=1))
+    else:
+        for p in problems:
+            print(p.line())
+        print(verify_summary(len(finished_runs(out)), len(failures), len(problems) - len(failures)))
+    return 1 if failures else 0
+
+
+def verify_summary(n_runs: int, n_problems: int, n_notes: int) -> str:
+    """"4 runs verified, 1 problem" (", 2 notes" where there are notes)."""
+    def plural(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    notes = f", {plural(n_notes, 'note')}" if n_notes else ""
+    return f"{plural(n_runs, 'run')} verified, {plural(n_problems, 'problem')}{notes}"
 
 
 def format_status(rows: list[dict]) -> str:

@@ -48,18 +48,22 @@ def run_chunk(out, runs: list, family: Family, device=None, compile: bool = Fals
         for k, d in enumerate(dirs):
             tensors, meta = trainer.checkpoint_slice(s, k)
             st.save_checkpoint(d, tensors, {**meta, "wall_s": prior[k] + elapsed, "chunk": chunk})
+        st.drop_previous_checkpoints(dirs)  # the batch's checkpoints are whole: one step for all
 
     trainer.fit(state, on_log=on_log, on_checkpoint=on_checkpoint)
     return _finish(trainer, state, dirs, [p + time.time() - started for p in prior])
 
 
 def _finish(trainer, state, dirs: list[Path], wall: list[float]) -> list[dict]:
-    results = []
+    """Stage every run's final files, then commit them together (the batch finishes as one unit)."""
+    results, chunk = [], [r.run_id for r in trainer.runs]
     for k, (summary, directory) in enumerate(zip(trainer.summary(state), dirs)):
         curve = summary.pop("curve", [])
         result = {"run_id": trainer.runs[k].run_id, **summary, "wall_s": wall[k], "finished_at": time.time()}
-        st.write_final(directory, lambda p, k=k: trainer.save_weights(p, state, k), state.metrics[k], curve, result)
+        st.stage_final(directory, lambda p, k=k: trainer.save_weights(p, state, k), state.metrics[k], curve,
+                       result, chunk)
         results.append(result)
+    st.commit_finals(dirs)
     return results
 
 

@@ -10,13 +10,28 @@ Layout of a sweep directory::
     runs/<run_id>/weights.safetensors      final weights (config in the header; no pickle anywhere)
     runs/<run_id>/metrics.csv    one row per log: step, loss, nmse, grad_norm, lr, n_points, n_dims
     runs/<run_id>/eval.csv       squared error / d per number of in-context examples
+    runs/<run_id>/checkpoint.prev.safetensors  the run's previous checkpoint, while its batch writes the next
     runs/<run_id>/result.json    written last: the run's final metrics (its presence = finished)
+    runs/<run_id>/result.staged.json       the same, while the rest of its batch finishes writing
 
 Crash safety. Every file is written to a temporary name in the same directory (``.NAME.tmp-PID``),
 flushed, fsynced and renamed over the target (``os.replace`` is atomic), so a reader sees the old
 file or the new one, never half of one. Every store update is one transaction. A run's row says
 "done" only after its result.json exists, and a result.json without a "done" row is adopted on
 restart, so kill -9 at any point loses nothing that had finished and repeats nothing that had.
+
+A batch (the runs one chunk trains together) is one unit on disk, so that a resumed batch
+restarts together, from one step, and reproduces the uninterrupted run bit for bit. Its runs'
+checkpoints are written one after another, each keeping the file it replaces as
+``checkpoint.prev.safetensors``; only when every run has written its new one are the previous ones
+dropped. A kill in between leaves each run holding the old step (and perhaps the new one): at
+start-up every run of the batch goes back to the newest step all of them hold, or all start from
+step 0 when none is common (a checkpoint names its batch-mates under "chunk"). Final results are
+staged likewise (``result.staged.json``, naming the batch) and become ``result.json`` only once the
+whole batch is staged; a start-up finishes a batch whose every run was staged and discards a
+partial one. Checkpoints written before this (no previous file, one step across the batch) load as
+they did. For tests, ``TTB_FAULT_AFTER_CHECKPOINT_WRITES=N`` kills the process right after its
+N-th per-run write of such a unit.
 
 Defences. One sweep at a time trains into a directory (``experiments.sweeps.lock``). At start, under
 that lock: temporaries whose writer process is dead are removed (nothing else is), and the repairs
@@ -122,18 +137,58 @@ def checkpoint_path(directory: Path) -> Path:
     return Path(directory) / "checkpoint.safetensors"
 
 
+def previous_checkpoint_path(directory: Path) -> Path:
+    """Where a run's checkpoint waits while its batch-mates write their next ones."""
+    return Path(directory) / "checkpoint.prev.safetensors"
+
+
+def checkpoint_files(directory: Path) -> list[Path]:
+    """The run's checkpoint files on disk: the current one, then the previous one."""
+    return [p for p in (checkpoint_path(directory), previous_checkpoint_path(directory)) if p.exists()]
+
+
+FAULT_AFTER_WRITES = "TTB_FAULT_AFTER_CHECKPOINT_WRITES"
+_unit_writes = 0  # per-run writes of a batch unit by this process, for the fault hook
+
+
+def _fault_point() -> None:
+    """Fault injection for tests: with ``TTB_FAULT_AFTER_CHECKPOINT_WRITES=N`` in the environment the
+    process dies (``os._exit(137)``, no clean-up, as after SIGKILL) right after its N-th per-run
+    write of a batch unit (a checkpoint, or a staged final result): between two runs' writes."""
+    global _unit_writes
+    _unit_writes += 1
+    if os.environ.get(FAULT_AFTER_WRITES) == str(_unit_writes):
+        os._exit(137)
+
+
 def save_checkpoint(directory: Path, tensors: dict, meta: dict) -> None:
-    """One file: tensors plus a JSON header, so a checkpoint is replaced in one rename."""
-    atomic_save_tensors(checkpoint_path(directory), tensors, {"ttb_checkpoint": json.dumps(finite_json(meta))})
+    """One file: tensors plus a JSON header, so a checkpoint is replaced in one rename. The file it
+    replaces stays as checkpoint.prev.safetensors until the whole batch has written its new ones
+    (:func:`drop_previous_checkpoints`), so a batch cut short between two runs' writes still holds
+    one step common to all its runs (:func:`experiments.sweeps.repair.restart_batches_together`)."""
+    path = checkpoint_path(directory)
+    if path.exists():
+        os.replace(path, previous_checkpoint_path(directory))
+    atomic_save_tensors(path, tensors, {"ttb_checkpoint": json.dumps(finite_json(meta))})
+    _fault_point()
+
+
+def drop_previous_checkpoints(directories: list[Path]) -> None:
+    """Every run of the batch wrote its new checkpoint: the previous ones are no longer needed."""
+    for directory in directories:
+        previous_checkpoint_path(directory).unlink(missing_ok=True)
+
+
+def checkpoint_header(path: Path) -> dict:
+    """The JSON header of one checkpoint file, reading only the header."""
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["ttb_checkpoint"])
 
 
 def checkpoint_meta(directory: Path) -> dict | None:
     """The JSON header of the run's checkpoint (None if none), reading only the header."""
     path = checkpoint_path(directory)
-    if not path.exists():
-        return None
-    with safe_open(str(path), framework="pt") as f:
-        return json.loads(f.metadata()["ttb_checkpoint"])
+    return checkpoint_header(path) if path.exists() else None
 
 
 def checkpoint_step(directory: Path) -> int:
@@ -142,11 +197,13 @@ def checkpoint_step(directory: Path) -> int:
     return 0 if meta is None else int(meta["step"])
 
 
-def checkpoint_problem(directory: Path) -> str | None:
-    """Why the run's checkpoint cannot be resumed from (its header does not load, does not cover the
-    file, or has no step), or None (a whole one, or none at all)."""
+def checkpoint_problem(directory: Path, path: Path | None = None) -> str | None:
+    """Why the run's checkpoint (or its file ``path``) cannot be resumed from (its header does not
+    load, does not cover the file, or has no step), or None (a whole one, or none at all)."""
+    path = checkpoint_path(directory) if path is None else path
     try:
-        checkpoint_step(directory)
+        if path.exists():
+            int(checkpoint_header(path)["step"])
     except UNREADABLE as err:
         return f"{type(err).__name__}: {err}"
     return None
@@ -178,19 +235,46 @@ def metric_columns(metrics: list[dict]) -> list[str]:
     return [c for c in METRIC_COLUMNS if c in keys] + [c for c in keys if c not in METRIC_COLUMNS]
 
 
-def write_final(directory: Path, write_weights, metrics: list[dict], curve: list[dict],
-                result: dict) -> None:
-    """Weights (``write_weights(path)``), metrics and evaluation, result.json last (with the
-    weights' sha256, so that a later reader can tell the file it finds from the one written);
-    drop the checkpoint."""
+def staged_result_path(directory: Path) -> Path:
+    """A finished run's result.json before its whole batch has finished writing (with the batch's run ids)."""
+    return Path(directory) / "result.staged.json"
+
+
+def stage_final(directory: Path, write_weights, metrics: list[dict], curve: list[dict], result: dict,
+                chunk: list[str]) -> None:
+    """Weights (``write_weights(path)``), metrics and evaluation, then the result (with the weights'
+    sha256, so that a later reader can tell the file it finds from the one written) staged beside
+    the ids of the batch (``chunk``). It becomes result.json in :func:`commit_finals`."""
     directory = Path(directory)
     atomic_write_with(directory / "weights.safetensors", write_weights)
     result["weights_sha256"] = file_sha256(directory / "weights.safetensors")
     atomic_write_text(directory / "metrics.csv", _csv_text(metrics, metric_columns(metrics)))
     if curve:
         atomic_write_text(directory / "eval.csv", _csv_text(curve, ("n_examples", "nmse")))
-    atomic_write_json(directory / "result.json", result)
-    checkpoint_path(directory).unlink(missing_ok=True)
+    atomic_write_json(staged_result_path(directory), {"chunk": chunk, "result": result})
+    _fault_point()
+
+
+def commit_finals(directories: list[Path]) -> None:
+    """A batch whose runs are all staged finishes: each staged result becomes result.json (a run
+    already committed is skipped), then the checkpoints go. A kill in between is finished at the
+    next start (:func:`experiments.sweeps.repair.commit_staged_results`)."""
+    for directory in directories:
+        staged = staged_result_path(directory)
+        if staged.exists():
+            atomic_write_json(Path(directory) / "result.json", read_json(staged, "staged result")["result"])
+            staged.unlink()
+    for directory in directories:
+        for path in checkpoint_files(directory):
+            path.unlink()
+
+
+def write_final(directory: Path, write_weights, metrics: list[dict], curve: list[dict],
+                result: dict) -> None:
+    """One run that is a batch of its own: :func:`stage_final` then :func:`commit_finals`
+    (weights, metrics, evaluation, result.json last; the checkpoint dropped)."""
+    stage_final(directory, write_weights, metrics, curve, result, [result.get("run_id", Path(directory).name)])
+    commit_finals([directory])
 
 
 def file_sha256(path: Path) -> str:

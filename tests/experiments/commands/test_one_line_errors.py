@@ -219,6 +219,29 @@ def test_a_size_that_cannot_fit_is_refused_before_training_naming_the_field(tmp_
     assert not list(out.rglob("*.safetensors"))
 
 
+def test_a_dry_run_refuses_a_size_that_cannot_fit_too(tmp_path, capsys):
+    status, err = run_ttb(capsys, ["sweep", str(sweep_file(tmp_path, d_model=10**9)), "--dry-run"])
+    assert "GiB" in assert_one_line(status, err, "model.d_model")
+    assert "memory: every batch fits on cpu" in run_ttb_out(capsys, ["sweep", str(sweep_file(tmp_path)), "--dry-run"])
+
+
+def test_a_dry_run_for_a_device_this_machine_lacks_says_it_did_not_check_memory(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = run_ttb_out(capsys, ["sweep", str(sweep_file(tmp_path)), "--dry-run", "--device", "cuda"])
+    assert "memory not checked" in out and "CUDA" in out
+
+
+def run_ttb_out(capsys, argv: list[str]) -> str:
+    """stdout of a ``ttb`` call that must succeed."""
+    status = main(argv)
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    return captured.out
+
+
 # ----------------------------------------------------------------------------------------------
 # Run files: weights without their config, JSON that is not JSON
 
