@@ -10,9 +10,10 @@ batch size B_eval, T tokens, L layers, width D, MLP width M and H heads, the est
     evaluation activations           K B_eval T (4 D + M + H T) e   (no gradients: one layer live)
 
 It is meant to catch sizes that cannot run at all (``model.d_model = 10**9``, ``train.batch_size =
-10**9``), not to tune a batch, so a batch is refused only when its estimate exceeds the device's
-whole memory (the machine's RAM for the CPU and MPS, the GPU's for CUDA). The error names the
-fields to lower: those whose part is at least a tenth of the estimate.
+10**9``) or cannot run now, not to tune a batch: a batch is refused when its estimate exceeds the
+device's free memory (the machine's available RAM, /proc/meminfo's MemAvailable, for the CPU and
+MPS, else its whole RAM; the GPU's free memory for CUDA). The error names the fields to lower:
+those whose part is at least a tenth of the estimate.
 """
 
 from __future__ import annotations
@@ -49,9 +50,16 @@ def estimate(runs: Sequence) -> dict[str, int]:
 
 
 def device_memory(device: torch.device) -> int | None:
-    """Total bytes of ``device``'s memory (the machine's RAM unless CUDA); None if unknown."""
+    """Free bytes of ``device``'s memory (the machine's available RAM unless CUDA); None if unknown."""
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # a platform without these sysconf names
@@ -73,7 +81,7 @@ def check_fits(runs: Sequence, device: torch.device) -> None:
         lower.append(f"sweep.max_models_per_batch ({len(runs)} models train together)")
     shown = ", ".join(f"{PARTS[k][0]} {gib(v)}" for k, v in parts.items())
     raise ConfigError(f"lower {'; or '.join(lower)}: this batch needs about {gib(total)} ({shown}) but the "
-                      f"{device.type} device has {gib(available)} in all")
+                      f"{device.type} device has {gib(available)} free")
 
 
 def check_batches(batches: Sequence[Sequence], device=None) -> None:
