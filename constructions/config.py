@@ -64,6 +64,8 @@ class Layout:
 # ----------------------------------------------------------------------------------------------
 # Config
 
+_LOOP_DEFAULTS = {"n_loops": 1, "input_injection": False}
+
 
 def _check_choice(owner: str, name: str, value, allowed) -> None:
     if value not in allowed:
@@ -96,10 +98,12 @@ class ModelConfig:
     n_qk_positions: int = 0
     mlp_input: str = "residual"
     layer_attention: tuple[str, ...] | None = None
+    n_loops: int = 1
+    input_injection: bool = False
 
     def __post_init__(self):
         ints = ("d_model", "n_layers", "n_heads", "d_head", "d_in", "d_out", "d_mlp", "n_positions",
-                "n_qk_positions")
+                "n_qk_positions", "n_loops")
         for name in ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
@@ -107,7 +111,7 @@ class ModelConfig:
             lowest = 0 if name in ("d_mlp", "n_positions", "n_layers", "n_qk_positions") else 1
             if value < lowest:
                 raise ValueError(f"ModelConfig.{name} must be >= {lowest}, got {value}")
-        for name in ("final_norm", "residual", "bias"):
+        for name in ("final_norm", "residual", "bias", "input_injection"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"ModelConfig.{name} must be a bool, got {getattr(self, name)!r}")
         _check_choice("ModelConfig", "attention", self.attention, ATTENTION_KINDS)
@@ -150,6 +154,9 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
+        for name in ("n_loops", "input_injection"):  # an unlooped model's dict stays as it always was
+            if out[name] == _LOOP_DEFAULTS[name]:
+                del out[name]
         out["layout"] = None if self.layout is None else [list(s) for s in self.layout.slots]
         return out
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 from constructions.approx import mpnn_attention, mpnn_selection, norm_equivalence
 from constructions.approx import universal as universal_approx
 from constructions.check.contract import Construction
-from constructions.icl import gd, gd_plus_plus, gd_relu, gd_softmax, newton, preconditioned_gd, ridge_newton, ridge_sherman_morrison
+from constructions.icl import (
+    gd,
+    gd_plus_plus,
+    gd_relu,
+    gd_softmax,
+    looped,
+    looped_newton,
+    newton,
+    preconditioned_gd,
+    ridge_newton,
+    ridge_sherman_morrison,
+)
 from constructions.positional import scan as positional_scan
 from constructions.positional import sort as positional_sort
 
@@ -20,6 +31,8 @@ CONSTRUCTIONS: dict[str, Construction] = {
         ridge_sherman_morrison.CONSTRUCTION,
         gd_relu.CONSTRUCTION,
         gd_softmax.CONSTRUCTION,
+        *looped.CONSTRUCTIONS,  # gd_looped / preconditioned_gd_looped / gd_plus_plus_looped
+        looped_newton.CONSTRUCTION,  # newton_looped
         *positional_scan.CONSTRUCTIONS,  # positional_prefix_sum / _min / _max
         positional_sort.CONSTRUCTION,  # positional_bitonic_sort
         universal_approx.LAMBDA_SWEEP,

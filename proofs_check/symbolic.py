@@ -211,11 +211,14 @@ class Pass:
     def residuals(self) -> Iterator[DomainMatrix]:
         """The embedding, then the stream after each block (T, D), computed lazily: a check can
         stop at the first wrong layer without paying for the later ones."""
-        h = embed(self, self.tokens)
+        h = e = embed(self, self.tokens)
         yield h
-        for layer in range(self.cfg.n_layers):
-            h = block(self, layer, h)
-            yield h
+        for loop in range(self.cfg.n_loops):  # a looped model applies its n_layers blocks n_loops times
+            if loop and self.cfg.input_injection:
+                h = h + e
+            for layer in range(self.cfg.n_layers):
+                h = block(self, layer, h)
+                yield h
 
     def readout(self, h: DomainMatrix) -> DomainMatrix:
         """The readout (T, Dout) of any residual: h W_U + b_U (norm is "none")."""

@@ -195,3 +195,18 @@ def test_symbolic_forward_names_the_config_field_it_cannot_run(field, value):
     cfg = M.ModelConfig(**{**base, field: value})
     with pytest.raises(NotImplementedError, match=f"{field}={value!r}"):
         S.forward(Built(cfg, M.zeros(cfg)), Matrix(2, 2, sympy.symbols("a:4")))
+
+
+@pytest.mark.parametrize("name", ["gd_looped", "preconditioned_gd_looped"])
+def test_symbolic_forward_runs_every_loop_of_a_looped_construction(name):
+    """Depth 3 = one block applied three times: the symbolic pass must loop like the model (a pass
+    that applied the block once would stop after one residual and disagree from the second on).
+    GD++ is left out: it also transforms the x slots every loop, and three loops of it are
+    polynomials of thousands of terms (minutes of sympy)."""
+    gen = torch.Generator().manual_seed(0)
+    c = CONSTRUCTIONS[name]
+    built = c.build(c.sample(gen, d=2, n=2, depth=3))
+    assert built.cfg.n_layers == 1 and built.cfg.n_loops == 3
+    sym = S.forward(built, Matrix(4, built.cfg.d_in, sympy.symbols(f"t:{4 * built.cfg.d_in}")))
+    assert len(sym.residuals) == 4
+    assert_agrees_with_model(built, T=4, gen=gen)
