@@ -30,3 +30,11 @@ def test_readme_worked_construction_registers_and_checks(tmp_path, monkeypatch):
     assert result.passed
     assert run_check(registry.get("gd_decay"), n_cases=4, mutated=True).caught
     sys.modules.pop("gd_decay_example", None)
+
+
+def test_readme_hook_example_shows_a_doubled_pattern_is_a_doubled_step(capsys):
+    exec(compile(_python_blocks()[2], "README-hooks", "exec"), {})
+    out = capsys.readouterr().out
+    assert "blocks.0.attn.hook_pattern" in out
+    diffs = [float(v) for v in out.split("tensor([")[1].split("]")[0].split(",")]
+    assert max(abs(v) for v in diffs) < 1e-12

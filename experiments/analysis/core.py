@@ -132,7 +132,8 @@ class Learner:
 
     @property
     def n_layers(self) -> int:
-        return self.cfg.n_layers
+        """Applied blocks: a looped model's n_layers blocks count once per loop."""
+        return self.cfg.n_layers * self.cfg.n_loops
 
 
 def layer_states(learner: Learner, x: Tensor, y: Tensor, x_query: Tensor) -> tuple[Tensor, Tensor]:

@@ -27,6 +27,8 @@ COMMAND_MODULES = (
     "experiments.commands.approx",  # ttb approx
     "experiments.commands.reproduce",  # ttb reproduce
     "experiments.commands.imports",  # ttb import garg
+    "experiments.commands.inspect",  # ttb inspect (depth use, patching)
+    "experiments.commands.tl",  # ttb export-tl
 )
 
 

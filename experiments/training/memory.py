@@ -42,7 +42,7 @@ def estimate(runs: Sequence) -> dict[str, int]:
     cfg, task, K = first.model_config(), first.task, len(runs)
     e = torch.finfo(first.train.torch_dtype).bits // 8
     T, D, M, H = task.n_tokens, cfg.d_model, cfg.d_mlp, cfg.n_heads
-    per_token_train = cfg.n_layers * (6 * D + 2 * M + 2 * H * T)
+    per_token_train = cfg.n_layers * cfg.n_loops * (6 * D + 2 * M + 2 * H * T)  # every applied block keeps its own
     per_token_eval = 4 * D + M + H * T
     return {"state": K * FlatSpec.of(cfg).n_params * e * 4,
             "train": K * first.train.batch_size * T * per_token_train * e,

@@ -33,6 +33,14 @@ def test_estimate_counts_state_and_activations_as_the_docstring_says():
     assert parts["eval"] == 2 * 4 * 6 * 70 * 8 == 26880
 
 
+def test_a_looped_model_keeps_the_activations_of_every_applied_block():
+    """One block applied 3 times keeps three blocks' activations: 3x the training term of one pass."""
+    one = tiny()
+    looped = RunConfig.from_dict({**one.to_dict(), "model": {**one.to_dict()["model"], "n_loops": 3}})
+    assert memory.estimate([looped])["train"] == 3 * memory.estimate([one])["train"]
+    assert memory.estimate([looped])["eval"] == memory.estimate([one])["eval"]
+
+
 def test_a_batch_over_the_device_memory_is_refused_naming_the_field_to_lower(monkeypatch):
     monkeypatch.setattr(memory, "device_memory", lambda device: 10**6)
     with pytest.raises(ConfigError, match=r"lower task\.eval_batch_size:.*cpu device has"):
