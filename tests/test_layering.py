@@ -32,8 +32,12 @@ SUB_RANK = {
 # only one code path needs (module -> imported names).
 INNER_ALLOWED = {
     "constructions.hf": {"transformers"},  # the `hf` extra: only the GPT-2 adapter needs it
-    "experiments.sweeps.runner": {"ray"},  # the `ray` extra: only the Ray backend needs it
+    "constructions.tl": {"transformer_lens"},  # the `tl` extra: only the TransformerLens export needs it
+    # the `ray` extra: only the Ray backend needs it; torch.utils.tensorboard needs the `tensorboard`
+    # extra, so it is imported only when [sweep] tensorboard = true
+    "experiments.sweeps.runner": {"ray", "torch"},
     "synthetic.sequences": {"numba"},  # compiled on first use of max_subarray only (slow to import)
+    "constructions.reference.trees": {"sklearn"},  # the `baselines` extra: tree and boosting baselines only
 }
 ROOT = Path(__file__).resolve().parents[1]
 

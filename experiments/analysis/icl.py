@@ -51,8 +51,8 @@ def baseline_curves(task, refs: list[references.Reference], *, n_prompts: int = 
     p, _ = prompts.task_prompts(task, n_prompts, seed)
     rows = []
     for ref in refs:
-        W = ref.weights(p.x, p.y, True)[-1]  # (B, N+1, d)
-        err = ((W * p.x_query[:, None, :]).sum(-1) - p.y_query[:, None]).pow(2).mean(0) / p.d
+        pred = ref.prefix_predictions(p)[-1]  # (B, N+1); also for references not linear in x_q
+        err = (pred - p.y_query[:, None]).pow(2).mean(0) / p.d
         rows += [{"algorithm": ref.name, "n_examples": n, "metric": "nmse", "value": float(v)}
                  for n, v in enumerate(err)]
     return an.frame(rows)

@@ -35,7 +35,6 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from constructions.reference import algorithms as alg
 from experiments.analysis.core import Learner, Prompts, frame, layer_predictions, prediction_gradients
 from experiments.analysis.references import Reference
 
@@ -73,9 +72,9 @@ def baseline_curves(p: Prompts, refs: list[Reference], iterations=(1, 2, 4, 8), 
     """
     rows = []
     for ref in refs:
-        W = ref.weights(p.x, p.y, True)[..., 1:, :]  # (I+1, B, N, d): n = 1 .. N
-        err = (alg.predict(W, p.x_query.unsqueeze(-2)) - p.y_query[:, None]).pow(2) / p.d  # (I+1, B, N)
-        ks = [k for k in iterations if k < W.shape[0]] if ref.iterative else [0]
+        pred = ref.prefix_predictions(p)[..., 1:]  # (I+1, B, N): n = 1 .. N
+        err = (pred - p.y_query[:, None]).pow(2) / p.d  # (I+1, B, N)
+        ks = [k for k in iterations if k < pred.shape[0]] if ref.iterative else [0]
         for k in ks:
             means = _batch_means(err[k].T, n_batches)  # (N, n_batches)
             rows += [{"model": model, "algorithm": ref.name, "iteration": k if ref.iterative else None,
@@ -103,9 +102,9 @@ def model_curve(learner: Learner, p: Prompts, n_batches: int = 8, layers: str = 
 # Layer x iteration comparison at the full context
 
 
-def _pairwise(preds: Tensor, grads: Tensor, W: Tensor, p: Prompts) -> dict[str, Tensor]:
-    """preds (L+1, B), grads (L+1, B, d), W (I+1, B, d) -> metrics (L+1, I+1)."""
-    a = alg.predict(W, p.x_query)  # (I+1, B)
+def _pairwise(preds: Tensor, grads: Tensor, a: Tensor, W: Tensor, p: Prompts) -> dict[str, Tensor]:
+    """preds (L+1, B), grads (L+1, B, d), a reference's predictions (I+1, B) and gradients in x_q
+    W (I+1, B, d) (its weights; NaN for a nonlinear one) -> metrics (L+1, I+1)."""
     diff = (preds[:, None, :] - a[None]).pow(2).mean(-1) / p.d
     sim = _cos((preds - p.y_query)[:, None, :], (a - p.y_query)[None], dim=-1)
     cos = _cos(grads[:, None], W[None], dim=-1).mean(-1)
@@ -122,8 +121,7 @@ def compare(learner: Learner, p: Prompts, refs: list[Reference]) -> pd.DataFrame
     rows = [{**base, "layer": layer, "algorithm": "model", "metric": metric, "value": float(v)}
             for layer, e in enumerate(err) for metric, v in (("nmse", e.mean()), ("median_nmse", e.median()))]
     for ref in refs:
-        W = ref.weights(p.x, p.y, False)
-        for metric, table in _pairwise(preds, grads, W, p).items():
+        for metric, table in _pairwise(preds, grads, ref.predictions(p), ref.query_gradients(p), p).items():
             rows += [{**base, "layer": layer, "algorithm": ref.name,
                       "iteration": k if ref.iterative else None, "metric": metric, "value": float(v)}
                      for (layer, k), v in np.ndenumerate(table.numpy())]
@@ -179,7 +177,7 @@ def implicit_weights(learner: Learner, p: Prompts, refs: list[Reference], *, n_p
     base = {"run": learner.run, "model": learner.model, "n_examples": p.n}
     rows = [{**base, "layer": layer, "algorithm": "model", "metric": "implicit_weight_r2", "value": float(v)}
             for layer, v in enumerate(r2.mean(-1))]
-    for ref in refs:
+    for ref in (r for r in refs if r.linear):  # a nonlinear reference has no weights to compare
         W = ref.weights(p.x[:P], p.y[:P], False)  # (I+1, P, d)
         diff = (w_hat[:, None] - W[None]).pow(2).sum(-1).mean(-1) / p.d  # (L+1, I+1)
         rows += [{**base, "layer": layer, "algorithm": ref.name, "iteration": k if ref.iterative else None,

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from constructions.reference import algorithms as alg
 from experiments.analysis.core import Learner, Prompts, frame, layer_states
+from experiments.training import tasks as T
 
 PROBE_TARGETS = ("prediction", "w", "Xty", "XtX")
 
@@ -64,7 +65,10 @@ def probe_r2(coef: Tensor, h: Tensor, target: Tensor) -> float:
 
 def probes(learner: Learner, p: Prompts, targets=PROBE_TARGETS, fraction: float = 0.5) -> pd.DataFrame:
     """``probe_r2[T]`` for every layer and target: fitted on a ``fraction`` of the prompts, scored on
-    the rest."""
+    the rest. Prompts of a kind without a linear weight (trees, networks, quadratics, mixtures: ``w``
+    is NaN there) have no ``w`` target; the others are kept."""
+    if p.task is not None and p.task.kind not in T.LINEAR_W_KINDS:
+        targets = [name for name in targets if name != "w"]
     fit, held = p.split(fraction)
     h_fit, h_held = layer_states(learner, fit.x, fit.y, fit.x_query)[0], layer_states(learner, held.x, held.y,
                                                                                        held.x_query)[0]

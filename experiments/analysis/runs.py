@@ -110,10 +110,12 @@ def iteration_counts(n_layers: int) -> dict[str, int]:
     return {"gd": 64, "gd_plus_plus": 32, "newton": 2 * n_layers + 4}
 
 
-def references_for(task, n_layers: int, spec: str = DEFAULT_ALGORITHMS, fit: an.Prompts | None = None):
-    """Parse ``spec`` for a run; ridge's lam = noise_std^2 / w_std^2 (Bayes-optimal), 1e-2 without noise."""
+def references_for(task, n_layers: int, spec: str | None = None, fit: an.Prompts | None = None):
+    """Parse ``spec`` for a run (None: references.default_spec, the task kind's baselines or
+    DEFAULT_ALGORITHMS); ridge's lam = noise_std^2 / w_std^2 (Bayes-optimal), 1e-2 without noise."""
+    spec = references.default_spec(task, DEFAULT_ALGORITHMS) if spec is None else spec
     lam = (task.noise_std / task.w_std) ** 2 or 1e-2
-    return references.parse_references(spec, n_iter=iteration_counts(n_layers), lam=lam, fit=fit)
+    return references.parse_references(spec, n_iter=iteration_counts(n_layers), lam=lam, fit=fit, task=task)
 
 
 def analyze(learner: an.Learner, p: an.Prompts, refs, *, probes: bool = True) -> dict[str, pd.DataFrame]:
@@ -159,7 +161,7 @@ def summary(frames: dict[str, pd.DataFrame]) -> dict:
     return out
 
 
-def compare_runs(path, spec: str = DEFAULT_ALGORITHMS, *, n_prompts: int = 512, seed: int = 0,
+def compare_runs(path, spec: str | None = None, *, n_prompts: int = 512, seed: int = 0,
                  probes: bool = False) -> tuple[list[dict], dict[str, pd.DataFrame]]:
     """Analyse every finished run under ``path``: (JSON summaries, frames concatenated over runs)."""
     summaries, frames = [], {}

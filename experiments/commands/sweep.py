@@ -17,6 +17,8 @@ def register(sub) -> None:
     engine_options(p, what="sweep name")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the training step")
     p.add_argument("--dry-run", action="store_true", help="print the expanded runs and batches; train nothing")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also write TensorBoard scalars per run under OUT/tensorboard/<run_id>/ (the tensorboard extra)")
     p.add_argument("--wait", action="store_true",
                    help="if another ttb sweep is using the output directory, wait for it instead of failing")
     p.set_defaults(func=run_sweep_command)
@@ -64,6 +66,7 @@ def run_sweep_command(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / sweep.options.name
     try:
         rows = run_sweep(sweep, out, backend=args.backend, device=args.device, compile=args.compile,
+                         tensorboard=args.tensorboard,
                          progress=not args.no_progress, autocast=args.autocast, wait=args.wait)
     except DirectoryLocked as err:
         print(f"ttb sweep: error: {err}", file=sys.stderr)

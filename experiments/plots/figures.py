@@ -40,7 +40,7 @@ def errors(runs: list[ar.Run], out: Path, n_prompts: int = 512) -> list[Path]:
     paths, names = [], ar.file_names(runs)
     for run in runs:
         p = _prompts(run, n_prompts)
-        refs = ar.references_for(run.config.task, run.learner.n_layers, ar.DEFAULT_ALGORITHMS)
+        refs = ar.references_for(run.config.task, run.learner.n_layers)
         sizes = ar.trained_sizes(run.config)
         model = am.model_curve(run.learner, p, n_values=sizes)
         data = pd.concat([model, am.baseline_curves(p, refs)], ignore_index=True)
@@ -49,6 +49,7 @@ def errors(runs: list[ar.Run], out: Path, n_prompts: int = 512) -> list[Path]:
             data.loc[data.algorithm == "model", "curve"] = f"{run.label} (trained at n = {sizes[0]} only)"
         keep = (data.algorithm == "model") | data.curve.isin(["ols", "ridge", "zero", "gd k=1", "gd k=8",
                                                               "newton k=2", "newton k=8"])
+        keep |= data.algorithm.isin([r.name for r in refs if not r.iterative])  # every closed form drawn
         ax = plots.error_curves(data[keep])
         ax.set_title(f"{run.label}: error vs in-context examples", fontsize="small")
         paths.append(plots.save(ax, data, out / f"errors_{names[run.run_id]}")[0])

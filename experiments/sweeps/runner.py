@@ -4,7 +4,9 @@ Both call :func:`run_chunk`, which trains one chunk (resuming from its runs' che
 each run's directory and returns the results; only the driver (the process that owns the sweep)
 writes the SQLite store, one transaction per chunk, so a Ray cluster needs nothing but a shared
 directory. The driver holds the directory's lock for the whole sweep and repairs what a crash left
-behind before planning (:mod:`experiments.sweeps.repair`).
+behind before planning (:mod:`experiments.sweeps.repair`). With ``[sweep] tensorboard = true`` every
+logged row also goes to TensorBoard scalars (:class:`TensorBoardLog`, under
+``<out>/tensorboard/<run_id>/``) beside metrics.csv and the store.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from experiments.training.memory import check_batches
 
 
 def run_chunk(out, runs: list, family: Family, device=None, compile: bool = False, on_log=None,
-              autocast: str | None = None) -> list[dict]:
-    """Train ``runs`` (one chunk) from their checkpoints or from scratch; write their directories."""
+              autocast: str | None = None, tensorboard: bool = False) -> list[dict]:
+    """Train ``runs`` (one chunk) from their checkpoints or from scratch; write their directories
+    (and, with ``tensorboard``, every logged row as TensorBoard scalars: :class:`TensorBoardLog`)."""
     out = Path(out)
     started = time.time()
     trainer = family.make_trainer(runs, device=device, compile=compile, autocast=autocast)
@@ -50,7 +53,12 @@ def run_chunk(out, runs: list, family: Family, device=None, compile: bool = Fals
             st.save_checkpoint(d, tensors, {**meta, "wall_s": prior[k] + elapsed, "chunk": chunk})
         st.drop_previous_checkpoints(dirs)  # the batch's checkpoints are whole: one step for all
 
-    trainer.fit(state, on_log=on_log, on_checkpoint=on_checkpoint)
+    board = TensorBoardLog(out, chunk) if tensorboard else None
+    try:
+        trainer.fit(state, on_log=on_log if board is None else board.wrap(on_log), on_checkpoint=on_checkpoint)
+    finally:
+        if board is not None:
+            board.close()
     return _finish(trainer, state, dirs, [p + time.time() - started for p in prior])
 
 
@@ -65,6 +73,50 @@ def _finish(trainer, state, dirs: list[Path], wall: list[float]) -> list[dict]:
         results.append(result)
     st.commit_finals(dirs)
     return results
+
+
+TENSORBOARD_EXTRA = 'pip install -e ".[tensorboard]"'
+
+
+def summary_writer_class():
+    """torch's SummaryWriter, or a one-line ValueError naming the extra when tensorboard is absent."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # the `tensorboard` extra: only this option needs it
+    except ImportError:
+        raise ValueError(f"sweep.tensorboard = true needs the optional dependency tensorboard: "
+                         f"{TENSORBOARD_EXTRA}") from None
+    return SummaryWriter
+
+
+class TensorBoardLog:
+    """One SummaryWriter per run of a chunk, under ``<out>/tensorboard/<run_id>/``: each logged row's
+    numbers (loss, grad_norm, lr, ...) as scalars at the row's step. It only reads the rows the trainer
+    already brought to the host at its log steps, so it adds no device sync."""
+
+    def __init__(self, out, run_ids: list[str]):
+        writer = summary_writer_class()
+        self.writers = [writer(log_dir=str(Path(out) / "tensorboard" / run_id)) for run_id in run_ids]
+
+    def write(self, rows: list[dict | None]) -> None:
+        for writer, row in zip(self.writers, rows):
+            if row is None:  # a diverged or stopped model logs nothing
+                continue
+            for name, value in row.items():
+                if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    writer.add_scalar(name, value, global_step=row["step"])
+
+    def wrap(self, on_log):
+        """An ``on_log(state, rows)`` that writes the rows, then calls ``on_log`` (if any)."""
+        def log(state, rows):
+            self.write(rows)
+            if on_log is not None:
+                on_log(state, rows)
+
+        return log
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
 
 
 class Progress:
@@ -95,14 +147,14 @@ class Progress:
 
 
 def run_local(chunks: list[Chunk], out: Path, store: st.Store, family_of, *, device=None, compile=False,
-              progress=True, autocast=None) -> None:
+              progress=True, autocast=None, tensorboard=False) -> None:
     bar = Progress(chunks, enabled=progress)
     try:
         for chunk in chunks:
             store.mark_running([r.run_id for r in chunk.runs])
             bar.start(chunk)
             results = run_chunk(out, chunk.runs, family_of(chunk.runs[0]), device=device, compile=compile,
-                                on_log=bar.on_log, autocast=autocast)
+                                on_log=bar.on_log, autocast=autocast, tensorboard=tensorboard)
             store.mark_finished(results)
             bar.chunk_done(chunk)
     finally:
@@ -113,8 +165,9 @@ def run_local(chunks: list[Chunk], out: Path, store: st.Store, family_of, *, dev
 # Ray
 
 
-def _ray_chunk(out: str, runs: list, family: Family, device, compile: bool, autocast) -> list[dict]:
-    return run_chunk(out, runs, family, device=_ray_device(device), compile=compile, autocast=autocast)
+def _ray_chunk(out: str, runs: list, family: Family, device, compile: bool, autocast, tensorboard=False) -> list[dict]:
+    return run_chunk(out, runs, family, device=_ray_device(device), compile=compile, autocast=autocast,
+                     tensorboard=tensorboard)
 
 
 def _ray_device(device):
@@ -127,7 +180,7 @@ def _ray_device(device):
 
 
 def run_ray(chunks: list[Chunk], out: Path, store: st.Store, family_of, *, device=None, compile=False,
-            progress=True, autocast=None) -> None:
+            progress=True, autocast=None, tensorboard=False) -> None:
     """Each chunk is a Ray task (one GPU each when the cluster has GPUs); results land in the store."""
     try:
         import ray  # optional dependency (the `ray` extra)
@@ -142,7 +195,7 @@ def run_ray(chunks: list[Chunk], out: Path, store: st.Store, family_of, *, devic
     for chunk in chunks:
         store.mark_running([r.run_id for r in chunk.runs])
         ref = task.remote(str(Path(out).resolve()), list(chunk.runs), family_of(chunk.runs[0]), device, compile,
-                           autocast)
+                           autocast, tensorboard)
         pending[ref] = chunk
     bar = Progress(chunks, enabled=progress)
     try:
@@ -162,8 +215,9 @@ def run_ray(chunks: list[Chunk], out: Path, store: st.Store, family_of, *, devic
 
 def run_sweep(sweep: Sweep, out, *, backend: str | None = None, device: str | None = None,
               compile: bool | None = None, progress: bool = True, autocast: str | None = None,
-              wait: bool = False) -> list[dict]:
-    """Train every unfinished run of ``sweep`` into ``out``; returns the store's rows.
+              wait: bool = False, tensorboard: bool | None = None) -> list[dict]:
+    """Train every unfinished run of ``sweep`` into ``out``; returns the store's rows. ``tensorboard``
+    (default: the sweep's ``[sweep] tensorboard``) also writes TensorBoard scalars per run.
 
     Holds ``out``'s lock throughout: another process on it raises
     :class:`~experiments.sweeps.lock.DirectoryLocked`, or with ``wait`` blocks until it is free."""
@@ -172,6 +226,9 @@ def run_sweep(sweep: Sweep, out, *, backend: str | None = None, device: str | No
     backend = choice("--backend", backend or opts.backend, BACKENDS)
     device = device or opts.device
     compile = opts.compile if compile is None else compile
+    tensorboard = opts.tensorboard if tensorboard is None else tensorboard
+    if tensorboard:
+        summary_writer_class()  # the extra is missing: say so before anything trains
     out.mkdir(parents=True, exist_ok=True)
     with directory_lock(out, wait=wait):
         st.remove_temp_files(out)
@@ -186,7 +243,7 @@ def run_sweep(sweep: Sweep, out, *, backend: str | None = None, device: str | No
             started = time.time()
             execute = run_local if backend == "local" else run_ray
             execute(todo, out, store, sweep.family_of, device=device, compile=compile, progress=progress,
-                    autocast=autocast or opts.autocast)
+                    autocast=autocast or opts.autocast, tensorboard=tensorboard)
             rows = store.rows()
     if progress:
         print(f"sweep {opts.name}: {len(todo)} batches in {time.time() - started:.1f}s -> {out}", file=sys.stderr)

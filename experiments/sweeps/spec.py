@@ -8,6 +8,8 @@ Sweep file schema (every section optional except what the runs need; unknown key
     device = "auto"              auto | cpu | cuda | cuda:1 | mps
     compile = false              torch.compile the training step
     backend = "local"            local | ray
+    tensorboard = false          also write TensorBoard scalars per run under <out>/tensorboard/<run_id>/
+                                 (the `tensorboard` extra)
 
     [task]   d, n_points, noise_std, kind, condition_number, basis_seed, w_std, format,
              eval_batch_size                                  (experiments.training.config.TaskSpec)
@@ -58,6 +60,7 @@ class SweepOptions:
     compile: bool = False
     backend: str = "local"
     autocast: str | None = None  # "bfloat16": mixed precision on accelerators (not part of any run's identity)
+    tensorboard: bool = False  # also write TensorBoard scalars (not part of any run's identity)
 
     def __post_init__(self):
         string("sweep.name", self.name)
@@ -66,6 +69,7 @@ class SweepOptions:
         boolean("sweep.compile", self.compile)
         choice("sweep.backend", self.backend, BACKENDS)
         choice("sweep.autocast", self.autocast, (None, *AUTOCAST))
+        boolean("sweep.tensorboard", self.tensorboard)
 
 
 @dataclass(frozen=True)

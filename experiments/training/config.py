@@ -7,7 +7,8 @@ file fails before anything trains.
 
 Which fields must agree for runs to train in one batch (``RunConfig.group_key``): everything that
 fixes tensor shapes or the loop (model shape, d, n_points, format, batch size, steps, curriculum,
-dtype, logging and checkpoint cadence, evaluation size). Everything else is per model: seeds, noise
+loop curriculum and window, dtype, logging and checkpoint cadence, evaluation size, the training loss
+``task.loss``). Everything else is per model: seeds, noise
 and input distribution, learning rate and schedule, betas, eps, weight decay, clipping, init scale
 and early stopping.
 """
@@ -28,12 +29,23 @@ from experiments.training.optim import SCHEDULES
 from synthetic.regression import X_DISTS
 
 FORMATS = ("interleaved", "example", "interleaved_y0")
-TASK_KINDS = ("isotropic", "anisotropic", "noise_mixture", "sparse", "pool", "representation")
+TASK_KINDS = ("isotropic", "anisotropic", "noise_mixture", "sparse", "pool", "representation", "tree", "relu2nn",
+              "quadratic", "logistic", "mixture")
 # Fields that only some task kinds read: kind -> its fields (each defaults to "unused", and a field
 # given for another kind is an error). Defaults are left out of the hashed config, so run ids of
 # isotropic / anisotropic runs are the ones they had before these kinds existed.
 KIND_FIELDS = {"noise_mixture": ("noise_levels", "noise_probs"), "sparse": ("k",),
-               "pool": ("pool_size", "pool_seed"), "representation": ("phi_depth", "phi_width", "phi_seed")}
+               "pool": ("pool_size", "pool_seed"), "representation": ("phi_depth", "phi_width", "phi_seed"),
+               "tree": ("tree_depth",), "relu2nn": ("relu_width", "relu_scale"), "quadratic": ("quadratic_form",),
+               "logistic": ("labels", "logistic_scale", "loss"), "mixture": ("mixture", "mixture_probs")}
+# The families a task.mixture may list; a mixture also reads its components' fields (task.k for
+# "sparse", task.tree_depth for "tree", ...; not task.loss), and task.d, task.noise_std, task.w_std.
+MIXTURE_FAMILIES = ("isotropic", "sparse", "tree", "relu2nn", "quadratic", "logistic")
+# Kinds whose inputs follow the dimension curriculum (trailing coordinates of x zeroed, as Garg et al.).
+CURRICULUM_KINDS = ("isotropic", "anisotropic", "tree", "relu2nn", "quadratic", "logistic", "mixture")
+LOSSES = ("squared", "logistic")  # task.loss: squared error, or log(1 + exp(-y f)) on +-1 labels
+QUADRATIC_FORMS = ("squares", "inner")
+LABEL_KINDS = ("sign", "bernoulli")
 IO_KINDS = ("learned", "identity")
 OPTIONAL_FIELDS = ("x_dist", "x_range")  # left out of the resolved config at their defaults
 DATA_ON = ("device", "cpu")
@@ -50,7 +62,10 @@ class TaskSpec:
     kinds of synthetic.tasks: noise_mixture (sigma drawn per prompt from noise_levels with prior
     noise_probs), sparse (k nonzero coordinates of w), pool (w from a fixed pool of pool_size
     vectors, pool_seed), representation (y = w . Phi(x), Phi a fixed random ReLU network of
-    phi_depth layers of phi_width units, phi_seed). x ~ N(0, I_d) for the in-context kinds."""
+    phi_depth layers of phi_width units, phi_seed), or one of synthetic.functions: tree (tree_depth),
+    relu2nn (relu_width, relu_scale), quadratic (quadratic_form), logistic (+-1 labels of the kind
+    ``labels``, logistic_scale; trained with ``loss``), mixture (each prompt from one of the families
+    ``mixture`` with probabilities ``mixture_probs``). x ~ N(0, I_d) for the in-context kinds."""
 
     d: int = 8
     n_points: int = 16  # points per prompt; the last is the query in the "example" format
@@ -71,6 +86,15 @@ class TaskSpec:
     phi_seed: int = 0  # representation: seed of Phi
     x_dist: str = "gaussian"  # gaussian | uniform (isotropic / anisotropic kinds)
     x_range: float = 1.0  # uniform: half-width r of U(-r, r)
+    tree_depth: int = 4  # tree: depth of the random decision trees (Garg et al.)
+    relu_width: int = 100  # relu2nn: hidden units of the random two-layer ReLU networks
+    relu_scale: float = 1.0  # relu2nn: output scale
+    quadratic_form: str = "squares"  # quadratic: "squares" (x*x).w / sqrt 3 (Garg) or "inner" (w.x)^2 / sqrt(2d)
+    labels: str = "sign"  # logistic: "sign" y = sign(w.x) (Garg) or "bernoulli" P(y=1) = sigmoid(scale w.x) (Bai)
+    logistic_scale: float = 1.0  # logistic: the scale inside the sigmoid of "bernoulli" labels
+    loss: str = "squared"  # logistic: the training loss, "squared" or "logistic" (log(1 + exp(-y f)))
+    mixture: tuple[str, ...] = ()  # mixture: the families of MIXTURE_FAMILIES each prompt is drawn from
+    mixture_probs: tuple[float, ...] = ()  # mixture: their probabilities (empty: uniform)
 
     def __post_init__(self):
         integer("task.d", self.d, 1)
@@ -89,14 +113,18 @@ class TaskSpec:
         integer("task.eval_batch_size", self.eval_batch_size, 1)
 
     def _check_kind_fields(self) -> None:
-        for name in ("noise_levels", "noise_probs"):
+        for name in ("noise_levels", "noise_probs", "mixture", "mixture_probs"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.kind == "mixture":
+            self._check_mixture_families()
+        read = self.read_kinds()
         for kind, names in KIND_FIELDS.items():
             for name in names:
-                if kind != self.kind and getattr(self, name) != _TASK_DEFAULTS[name]:
+                if name not in _read_fields(read) and getattr(self, name) != _TASK_DEFAULTS[name]:
                     raise ConfigError(f"task.{name} applies to task.kind = {kind!r} only, got it with "
                                       f"task.kind = {self.kind!r}")
+        self._check_function_fields(read)
         if self.kind == "noise_mixture":
             self._check_mixture()
         if self.kind == "sparse" and integer("task.k", self.k, 1) > self.d:
@@ -108,6 +136,41 @@ class TaskSpec:
             for name in ("phi_depth", "phi_width"):
                 integer(f"task.{name}", getattr(self, name), 1)
             integer("task.phi_seed", self.phi_seed, 0)
+
+    def read_kinds(self) -> tuple[str, ...]:
+        """The kinds whose fields this task reads: its own, and a mixture's components."""
+        return (self.kind, *self.mixture) if self.kind == "mixture" else (self.kind,)
+
+    def _check_mixture_families(self) -> None:
+        for name in ("mixture", "mixture_probs"):
+            if not isinstance(getattr(self, name), tuple):
+                raise ConfigError(f"task.{name} must be a list, got {getattr(self, name)!r}")
+        if not self.mixture:
+            raise ConfigError(f"task.mixture must list at least one of {list(MIXTURE_FAMILIES)} for task.kind = 'mixture'")
+        for m, family in enumerate(self.mixture):
+            choice(f"task.mixture[{m}]", family, MIXTURE_FAMILIES)
+        probs = tuple(real(f"task.mixture_probs[{m}]", p, 0.0, open_lo=True) for m, p in enumerate(self.mixture_probs))
+        if probs and (len(probs) != len(self.mixture) or abs(sum(probs) - 1.0) > 1e-9):
+            raise ConfigError(f"task.mixture_probs must be {len(self.mixture)} positive numbers summing to 1 (or "
+                              f"empty for uniform), got {list(self.mixture_probs)}")
+        object.__setattr__(self, "mixture_probs", probs)
+
+    def _check_function_fields(self, read: tuple[str, ...]) -> None:
+        if "tree" in read:
+            integer("task.tree_depth", self.tree_depth, 1, 20)
+        if "relu2nn" in read:
+            integer("task.relu_width", self.relu_width, 1)
+            real("task.relu_scale", self.relu_scale, 0.0, open_lo=True)
+        if "quadratic" in read:
+            choice("task.quadratic_form", self.quadratic_form, QUADRATIC_FORMS)
+        if "logistic" in read:
+            choice("task.labels", self.labels, LABEL_KINDS)
+            real("task.logistic_scale", self.logistic_scale, 0.0, open_lo=True)
+        if "sparse" in read and self.kind == "mixture" and not 1 <= integer("task.k", self.k, 1) <= self.d:
+            raise ConfigError(f"task.k must be an integer in [1, task.d = {self.d}] for a sparse component, got {self.k}")
+        choice("task.loss", self.loss, LOSSES)
+        if self.kind == "logistic" and self.noise_std != 0.0:
+            raise ConfigError(f"task.noise_std must be 0 when task.kind = 'logistic' (labels are +-1), got {self.noise_std}")
 
     def _check_inputs(self) -> None:
         choice("task.x_dist", self.x_dist, X_DISTS)
@@ -152,6 +215,12 @@ class TaskSpec:
 _TASK_DEFAULTS = {f.name: f.default for f in fields(TaskSpec)}
 
 
+def _read_fields(kinds: tuple[str, ...]) -> set[str]:
+    """The kind-specific fields that tasks of ``kinds`` read (a mixture reads its components' fields,
+    not their training loss)."""
+    return {name for kind in kinds for name in KIND_FIELDS.get(kind, ()) if kind == kinds[0] or name != "loss"}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     n_layers: int = 2
@@ -170,9 +239,11 @@ class ModelSpec:
     init_std: float = 0.02
     positions: bool = True  # learned position embeddings
     io: str = "learned"  # learned embedding and readout, or "identity": tokens are the stream, readout -y (fixed)
+    n_loops: int = 1  # b: the n_layers blocks applied b times with shared weights (1: no loop; Yang et al. 2023)
+    input_injection: bool = False  # add the embedding to the stream before every loop after the first
 
     def __post_init__(self):
-        for name in ("n_layers", "d_model", "n_heads"):
+        for name in ("n_layers", "d_model", "n_heads", "n_loops"):
             integer(f"model.{name}", getattr(self, name), 1)
         integer("model.d_head", self.d_head, 0)
         integer("model.d_mlp", self.d_mlp, 0)
@@ -189,12 +260,16 @@ class ModelSpec:
         real("model.init_std", self.init_std, 0.0, open_lo=True)
         boolean("model.positions", self.positions)
         choice("model.io", self.io, IO_KINDS)
+        boolean("model.input_injection", self.input_injection)
+        if self.input_injection and self.n_loops == 1:
+            raise ConfigError("model.input_injection needs model.n_loops > 1 (it adds the embedding before every "
+                              "loop after the first), got n_loops = 1")
 
     def resolved(self) -> dict:
-        """The fields as hashed and stored; ``positions`` and ``io`` only where they differ from the
-        defaults (configs written before they existed keep their run ids)."""
+        """The fields as hashed and stored; ``positions``, ``io``, ``n_loops`` and ``input_injection``
+        only where they differ from the defaults (configs written before they existed keep their run ids)."""
         out = dataclasses.asdict(self)
-        for name, default in (("positions", True), ("io", "learned")):
+        for name, default in (("positions", True), ("io", "learned"), ("n_loops", 1), ("input_injection", False)):
             if out[name] == default:
                 del out[name]
         return out
@@ -245,10 +320,15 @@ class TrainSpec:
     early_stop_target: float = 0.0  # stop once the logged loss is <= this; 0: off
     data_on: str = "device"  # where the data generators live ("cpu": same numbers on every device)
     curriculum: Curriculum | None = None
+    loops_start: int = 0  # looped models: loops at step 0 (0: off, every step runs model.n_loops)
+    loops_every: int = 100  # ... grown by loops_step every loops_every steps, up to model.n_loops
+    loops_step: int = 1
+    loop_window: int = 0  # T: the loss averages the last T loops' errors, backprop through them (0: final loop's)
 
     def __post_init__(self):
         for name, lo in (("steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("seed", 0),
-                         ("log_every", 1), ("checkpoint_every", 0), ("early_stop_patience", 0)):
+                         ("log_every", 1), ("checkpoint_every", 0), ("early_stop_patience", 0),
+                         ("loops_start", 0), ("loops_every", 1), ("loops_step", 1), ("loop_window", 0)):
             integer(f"train.{name}", getattr(self, name), lo)
         integer("train.data_seed", self.data_seed, -1)
         real("train.lr", self.lr, 0.0, open_lo=True)
@@ -264,6 +344,17 @@ class TrainSpec:
         if self.checkpoint_every % self.log_every:
             raise ConfigError(f"train.checkpoint_every ({self.checkpoint_every}) must be a multiple of "
                               f"train.log_every ({self.log_every})")
+        for name in ("loops_every", "loops_step"):
+            if self.loops_start == 0 and getattr(self, name) != _LOOP_DEFAULTS[name]:
+                raise ConfigError(f"train.{name} applies to a loop curriculum only (train.loops_start > 0), "
+                                  f"got {getattr(self, name)} with loops_start = 0")
+
+    def loops_at(self, step: int, n_loops: int) -> int:
+        """Loops in force at ``step``: loops_start + loops_step * (step // loops_every), at most
+        ``n_loops`` (model.n_loops); ``n_loops`` at every step without a loop curriculum."""
+        if self.loops_start == 0:
+            return n_loops
+        return min(self.loops_start + self.loops_step * (step // self.loops_every), n_loops)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -285,7 +376,13 @@ class TrainSpec:
         out = dataclasses.asdict(self)
         if out["schedule"] == "cosine":
             del out["schedule"]
+        for name, default in _LOOP_DEFAULTS.items():  # looped training: kept out when off (ids as before)
+            if out[name] == default:
+                del out[name]
         return out
+
+
+_LOOP_DEFAULTS = {"loops_start": 0, "loops_every": 100, "loops_step": 1, "loop_window": 0}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,7 +404,7 @@ class RunConfig:
         if cur is not None and (cur.dims_start > self.task.d or cur.points_start > self.task.n_points):
             raise ConfigError(f"train.curriculum.dims_start ({cur.dims_start}) must be <= task.d ({self.task.d}) "
                               f"and points_start ({cur.points_start}) <= task.n_points ({self.task.n_points})")
-        if cur is not None and self.task.kind in KIND_FIELDS and cur.dims_start < self.task.d:
+        if cur is not None and self.task.kind not in CURRICULUM_KINDS and cur.dims_start < self.task.d:
             raise ConfigError(f"train.curriculum.dims_start must equal task.d ({self.task.d}) when task.kind = "
                               f"{self.task.kind!r} (only the number of points can grow), got {cur.dims_start}")
         if self.model.io == "identity" and (self.model.d_model != self.task.d + 1 or
@@ -317,10 +414,21 @@ class RunConfig:
                               f"'interleaved_y0'), got d_model = {self.model.d_model}, format = {self.task.format!r}")
         if cur is not None and self.task.format == "example" and cur.points_start < 2:
             raise ConfigError("train.curriculum.points_start must be >= 2 when task.format = 'example'")
+        self._check_loops()
         try:
             self.model_config()
         except (ValueError, TypeError) as err:
             raise ConfigError(f"[model]: {err}") from None
+
+    def _check_loops(self) -> None:
+        b, tr = self.model.n_loops, self.train
+        for name in ("loops_start", "loop_window"):
+            value = getattr(tr, name)
+            if value and b == 1:
+                raise ConfigError(f"train.{name} needs a looped model (model.n_loops > 1), got {name} = {value} "
+                                  f"with n_loops = 1")
+            if value > b:
+                raise ConfigError(f"train.{name} must be <= model.n_loops ({b}), got {value}")
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
@@ -351,6 +459,7 @@ class RunConfig:
             d_mlp=0 if m.mlp == "none" else (m.d_mlp or 4 * m.d_model), attention=m.attention,
             beta=None if m.beta == 0.0 else m.beta, mask=MASK_OF_FORMAT[t.format], mlp=m.mlp, norm=m.norm,
             final_norm=m.final_norm, residual=m.residual, bias=m.bias, n_positions=t.n_tokens if m.positions else 0,
+            n_loops=m.n_loops, input_injection=m.input_injection,
         )
 
     @property
@@ -372,4 +481,9 @@ class RunConfig:
                                                    "checkpoint_every", "data_on")},
             "curriculum": None if tr.curriculum is None else dataclasses.asdict(tr.curriculum),
         }
+        if t.loss != "squared":  # the loss is one per batch (kept out at its default: keys as before)
+            shared["loss"] = t.loss
+        loops = {k: v for k, v in tr.resolved().items() if k in _LOOP_DEFAULTS}
+        if loops:  # the loop curriculum and window fix each step's graph (kept out when off: keys as before)
+            shared["loops"] = loops
         return json.dumps(shared, sort_keys=True)

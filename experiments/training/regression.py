@@ -4,14 +4,33 @@ The runs of one batch group (equal ``RunConfig.group_key``) share the model shap
 format, the batch size and the loop; everything else is per model (seeds, task distribution,
 optimiser settings, early stopping). Each step draws fresh prompts for every model from its own
 generator (models with the same data distribution in one call), turns them into tokens, and scores
-the readout with the mean squared error over the predicted positions.
+the readout with the mean squared error over the predicted positions, or with the logistic loss
+log(1 + exp(-y f)) on +-1 labels where ``task.loss = "logistic"`` (one loss per batch group).
 
 Token formats (``task.format``): "interleaved" (x_1, y_1, x_2, ..., causal mask, a prediction at
 every x token, loss averaged over all of them), "interleaved_y0" (the same with d-wide tokens and y
 in the first coordinate of its token, as Garg et al.) and "example" (z_i = (x_i, y_i), query
 (x_q, 0), "exclude_query" mask, one prediction per prompt).
 
-Glossary: K models, B prompts per model, N points per prompt, d input dimension, P parameters.
+Looped models (``model.n_loops`` b > 1; Yang et al. 2023, "Looped transformers are better at
+learning learning algorithms", code Leiay/looped_transformer): with a loop curriculum
+(``train.loops_start``, ``loops_every``, ``loops_step``: :meth:`TrainSpec.loops_at`) or a window
+(``train.loop_window`` T) each step runs b_t loops and the loss averages the error of the readout
+after each of the last T' = min(T, b_t) loops (:func:`window_losses`); gradients flow through those
+loops only (the stream entering them is detached, Yang et al.'s truncated backpropagation). Without
+a window the loss is the final readout's, backpropagated through every loop, as for any model. Differences from their setup: the
+loops are this project's pre-norm blocks with a final norm applied at the readout only (their GPT-2
+backbone applies its final LayerNorm inside every loop, and adds its position embedding in every
+loop: here positions enter with the embedding, so input injection re-adds them); the first loop
+reads the embedding itself (theirs: zeros + embedding, the same); the detached loops still run with
+autograd on (the graph is built and dropped, not skipped under no_grad: more memory, same
+gradients); AdamW with this project's clipping and schedule in place of their Adam at a constant
+rate (looped_gpu.toml sets a constant rate and no clipping); one init_std for every matrix (their
+GPT-2 init scales the residual output projections by 1 / sqrt(2 n_layers)); the curriculum's loop
+count comes from the step index (theirs: a counter, the same numbers).
+
+Glossary: K models, B prompts per model, N points per prompt, d input dimension, P parameters,
+b loops, L layers per loop, T' loops in the loss window.
 """
 
 from __future__ import annotations
@@ -22,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from constructions.model import ModelConfig, forward, init, save_weights
+from constructions.model import ModelConfig, forward, init, readout, save_weights
 from constructions.tokens import (
     example_tokens,
     interleaved_predictions,
@@ -55,6 +74,44 @@ def predictions(fmt: str, out: Tensor) -> Tensor:
     return query_prediction(out)[..., None] if fmt == "example" else interleaved_predictions(out)
 
 
+def pointwise_loss(loss: str, pred: Tensor, targets: Tensor) -> Tensor:
+    """The loss at every predicted position: (pred - y)^2, or softplus(-y pred) = log(1 + exp(-y pred))
+    for ``loss = "logistic"`` (y = +-1; the cross-entropy of sigmoid(pred) against (y + 1) / 2)."""
+    if loss == "logistic":
+        return torch.nn.functional.softplus(-targets * pred)
+    return (pred - targets).pow(2)
+
+
+def loop_weights(K: int, loops: int, window: int, dtype=torch.float32, device=None) -> Tensor:
+    """(K, b): the weight of the readout after each loop in the loss, 1 / T' on the last
+    T' = min(window, b) loops (window 0: the final loop alone) and 0 before. Its width is the step's
+    loop count, so the count travels with the batch (sliced per model chunk, no host sync)."""
+    weights = torch.zeros(K, loops, dtype=dtype, device=device)
+    last = min(window or 1, loops)
+    weights[:, loops - last:] = 1.0 / last
+    return weights
+
+
+def window_losses(cfg: ModelConfig, w, tokens: Tensor, targets: Tensor, weights: Tensor, window: int,
+                  fmt: str, loss: str = "squared") -> Tensor:
+    """Per-model loss (K,) of a looped model run for b = weights.shape[1] loops: sum over the last
+    T' = min(window, b) loops i of weights[:, i] * the mean loss of the readout after loop i
+    (readout(residuals[(i + 1) L]), the prediction the model would give if it stopped there). The
+    stream entering loop b - T' is detached, so no gradient reaches the loops before the window.
+    ``window`` 0 (no window, a loop curriculum alone): the final readout, backpropagated through
+    every loop."""
+    loops, L = weights.shape[1], cfg.n_layers
+    first = loops - min(window or 1, loops)
+    hooks = {f"blocks.{first * L - 1}.hook_resid_post": Tensor.detach} if first and window else None
+    run = forward(cfg, w, tokens, residuals=True, loops=loops, hooks=hooks)
+    h = torch.stack([run.residuals[(i + 1) * L] for i in range(first, loops)], dim=1)  # (K, T', B, T, D)
+    K, n, B = h.shape[:3]
+    out = readout(cfg, w, h.flatten(1, 2))  # (K, T' B, T, 1)
+    pred = predictions(fmt, out).reshape(K, n, B, -1)  # (K, T', B, N')
+    per_loop = pointwise_loss(loss, pred, targets[:, None]).flatten(2).mean(2)  # (K, T')
+    return (per_loop * weights[:, first:]).sum(1)
+
+
 def auto_model_chunk(cfg: ModelConfig, device: torch.device, batch_size: int, n_tokens: int, dtype) -> int | None:
     """On the CPU, bound each activation to ~CPU_CHUNK_BYTES: a forward/backward whose temporaries
     outgrow the caches turns memory-bound (and huge ones are mapped and unmapped by the allocator on
@@ -83,6 +140,7 @@ class RegressionProblem:
         self.dtype = self.tr.torch_dtype
         self.spec = FlatSpec.of(self.cfg)
         self.task_groups = task_groups(self.runs)
+        self.windowed = self.tr.loops_start > 0 or self.tr.loop_window > 0  # looped training (module docstring)
 
     # -- what the trainer asks ------------------------------------------------------------------
 
@@ -118,27 +176,42 @@ class RegressionProblem:
         return [torch.Generator(device=device).manual_seed(derive_seed(r.train.data_seed_resolved, stream))
                 for r in self.runs]
 
-    def batch(self, gens: list[torch.Generator], step: int) -> tuple[Tensor, Tensor]:
-        return self.prompts(gens, self.tr.batch_size, *self.curriculum(step))
+    def batch(self, gens: list[torch.Generator], step: int) -> tuple[Tensor, ...]:
+        """(tokens, targets), and with looped training the step's :func:`loop_weights`."""
+        tokens, targets = self.prompts(gens, self.tr.batch_size, *self.curriculum(step))
+        if not self.windowed:
+            return tokens, targets
+        loops = self.tr.loops_at(step, self.cfg.n_loops)
+        return tokens, targets, loop_weights(len(self.runs), loops, self.tr.loop_window, self.dtype, self.device)
 
-    def losses(self, theta: Tensor, tokens: Tensor, targets: Tensor) -> Tensor:
+    def losses(self, theta: Tensor, tokens: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
+        if weights is not None:
+            return window_losses(self.cfg, self.spec.unflatten(theta), tokens, targets, weights, self.tr.loop_window,
+                                 self.task.format, self.task.loss)
         out = forward(self.cfg, self.spec.unflatten(theta), tokens).out
-        return (predictions(self.task.format, out) - targets).pow(2).flatten(1).mean(1)
+        return pointwise_loss(self.task.loss, predictions(self.task.format, out), targets).flatten(1).mean(1)
 
     def log_fields(self, step: int, loss: float) -> dict:
         n_points, n_dims = self.curriculum(step)
-        return {"nmse": loss / n_dims, "n_points": n_points, "n_dims": n_dims}
+        loops = {"n_loops": self.tr.loops_at(step, self.cfg.n_loops)} if self.windowed else {}
+        return {"nmse": loss / n_dims, "n_points": n_points, "n_dims": n_dims, **loops}
 
     def evaluate(self, theta: Tensor) -> list[dict]:
-        """Fresh prompts at full size (own seed stream): squared error per position, per model."""
+        """Fresh prompts at full size (own seed stream): squared error per position, per model; for
+        task.kind = "logistic" also ``eval_accuracy``, the fraction of positions with sign(f) = y."""
         tokens, targets = self.prompts(self.generators(EVAL_STREAM), self.task.eval_batch_size, self.task.n_points,
                                        self.task.d)
-        out = forward(self.cfg, self.spec.unflatten(theta), tokens).out
-        curve = (predictions(self.task.format, out) - targets).pow(2).mean(1).double().cpu()  # (K, N')
+        pred = predictions(self.task.format, forward(self.cfg, self.spec.unflatten(theta), tokens).out)
+        curve = (pred - targets).pow(2).mean(1).double().cpu()  # (K, N')
         first, d = (self.task.n_points - 1 if self.task.format == "example" else 0), self.task.d
-        return [{"eval_mse": float(c.mean()), "eval_nmse": float(c.mean()) / d,
+        rows = [{"eval_mse": float(c.mean()), "eval_nmse": float(c.mean()) / d,
                  "curve": [{"n_examples": first + i, "nmse": float(e) / d} for i, e in enumerate(c)]}
                 for c in curve]
+        correct = (torch.where(pred >= 0, 1.0, -1.0) == targets).double().flatten(1).mean(1).cpu()
+        for row, run, acc in zip(rows, self.runs, correct):
+            if run.task.kind == "logistic":
+                row["eval_accuracy"] = float(acc)
+        return rows
 
     def save_weights(self, path, theta_k: Tensor) -> None:
         save_weights(path, self.cfg, self.spec.unflatten(theta_k))

@@ -2,23 +2,29 @@
 
 ``BUILDERS`` maps a kind of :class:`experiments.training.config.TaskSpec` to the synthetic task it
 draws from (at the curriculum's size), and ``SAMPLERS`` maps a synthetic task class to the function
-that draws its prompts. Adding a kind is one line in each.
+that draws its prompts. Adding a kind is one line in each. ``FAMILIES`` builds the components of a
+``mixture`` (and the function classes of :mod:`synthetic.functions`) from the same fields.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from synthetic import regression
+from synthetic import functions, regression
 from synthetic import tasks as icl_tasks
 
 # The TaskSpec fields that fix a run's data distribution (runs that agree on them share one draw call).
 DATA_FIELDS = ("d", "noise_std", "kind", "condition_number", "basis_seed", "w_std", "noise_levels", "noise_probs",
-               "k", "pool_size", "pool_seed", "phi_depth", "phi_width", "phi_seed", "x_dist", "x_range")
+               "k", "pool_size", "pool_seed", "phi_depth", "phi_width", "phi_seed", "x_dist", "x_range",
+               "tree_depth", "relu_width", "relu_scale", "quadratic_form", "labels", "logistic_scale", "mixture",
+               "mixture_probs")
+# The kinds whose prompts carry a linear weight ``batch.w`` (the others carry NaN there, or features' weights).
+LINEAR_W_KINDS = ("isotropic", "anisotropic", "noise_mixture", "sparse", "pool", "logistic")
 
 
 def _regression(f: dict, n_points: int, n_dims: int):
@@ -29,6 +35,34 @@ def _regression(f: dict, n_points: int, n_dims: int):
 
 def _common(f: dict, n_points: int) -> dict:
     return {"d": f["d"], "n_points": n_points, "w_std": f["w_std"]}
+
+
+def _active(f: dict, n_dims: int) -> int | None:
+    return None if n_dims == f["d"] else n_dims
+
+
+# family -> (data fields, n_points) -> synthetic function task (full width: a mixture zeroes x itself)
+FAMILIES: dict[str, Callable] = {
+    "isotropic": lambda f, n: regression.RegressionTask(**_common(f, n), noise_std=f["noise_std"]),
+    "sparse": lambda f, n: icl_tasks.SparseRegressionTask(**_common(f, n), k=f["k"], noise_std=f["noise_std"]),
+    "tree": lambda f, n: functions.DecisionTreeTask(f["d"], n, depth=f["tree_depth"], noise_std=f["noise_std"]),
+    "relu2nn": lambda f, n: functions.ReluNetworkTask(f["d"], n, width=f["relu_width"], scale=f["relu_scale"],
+                                                      noise_std=f["noise_std"]),
+    "quadratic": lambda f, n: functions.QuadraticTask(**_common(f, n), form=f["quadratic_form"],
+                                                      noise_std=f["noise_std"]),
+    "logistic": lambda f, n: functions.ClassificationTask(**_common(f, n), labels=f["labels"],
+                                                          scale=f["logistic_scale"]),
+}
+
+
+def _function(f: dict, n_points: int, n_dims: int):
+    """A function class (tree, relu2nn, quadratic, logistic) with the curriculum's active dims."""
+    return dataclasses.replace(FAMILIES[f["kind"]](f, n_points), n_dims_active=_active(f, n_dims))
+
+
+def _mixture(f: dict, n_points: int, n_dims: int):
+    return functions.MixtureTask(f["d"], n_points, components=tuple(FAMILIES[m](f, n_points) for m in f["mixture"]),
+                                 probs=f["mixture_probs"] or None, n_dims_active=_active(f, n_dims))
 
 
 # kind -> (data fields, n_points, active dims) -> synthetic task. The kinds of synthetic.tasks have no
@@ -44,10 +78,21 @@ BUILDERS: dict[str, Callable] = {
     "representation": lambda f, n, _: icl_tasks.RepresentationTask(**_common(f, n), depth=f["phi_depth"],
                                                                    width=f["phi_width"], phi_seed=f["phi_seed"],
                                                                    noise_std=f["noise_std"]),
+    **{kind: _function for kind in ("tree", "relu2nn", "quadratic", "logistic")},
+    "mixture": _mixture,
 }
 
 SAMPLERS: dict[type, Callable] = {regression.RegressionTask: regression.sample,
-                                  **{cls: icl_tasks.sample for cls in icl_tasks.TASKS}}
+                                  **{cls: icl_tasks.sample for cls in icl_tasks.TASKS},
+                                  **{cls: functions.sample for cls in functions.TASKS}}
+
+
+def require_linear_w(kind: str, what: str = "this analysis") -> None:
+    """Raise a one-line ValueError when prompts of ``kind`` carry no linear weight ``w`` (trees,
+    networks, quadratics and mixtures hold NaN there): for probes and metrics that read ``batch.w``."""
+    if kind not in LINEAR_W_KINDS:
+        raise ValueError(f"{what} reads the linear weight w of each prompt, which task.kind = {kind!r} does not "
+                         f"have (kinds with one: {list(LINEAR_W_KINDS)})")
 
 
 def data_fields(task_spec) -> dict:

@@ -28,6 +28,18 @@ PINNED = {  # file: (runs, digest of "id id id ...", first id)
     "representation_gpu.toml": (18, "23f055d8ec5ed2b4", "dac5026a6094"),
     "task_pool_cpu.toml": (5, "3c842a6c410a82f0", "85f315f876af"),
     "task_pool_gpu.toml": (30, "9232d56fb733dd68", "cf5eea888b0e"),  # Raventos et al.'s setting
+    "logistic_cpu.toml": (4, "4f4c8cfc0ba9a733", "ae299474af76"),
+    "logistic_gpu.toml": (6, "bdeefb24388dec33", "dd14de56a9f5"),
+    "looped_cpu.toml": (2, "90f38ea473c38243", "8ea22e39cb5a"),
+    "looped_gpu.toml": (3, "f528a8a5bff457be", "b824e3957dc9"),
+    "mixture_cpu.toml": (3, "fd040176cfc1d638", "b3709b8e092f"),
+    "mixture_gpu.toml": (3, "d3776880bb532821", "16b97f9882f6"),
+    "quadratic_cpu.toml": (4, "e767f33e1e0ee43a", "4c25113b863b"),
+    "quadratic_gpu.toml": (6, "a42ee639142818da", "a745352cb030"),
+    "relu2nn_cpu.toml": (4, "ee0c5e831541f837", "ccde04d27223"),
+    "relu2nn_gpu.toml": (3, "9cb5785a76d17a4d", "b1653d3bdd4a"),
+    "tree_cpu.toml": (4, "930ba35449fc9c0e", "2f6ef12498eb"),
+    "tree_gpu.toml": (3, "e6cf7762ce4a2cda", "8aa4f508205f"),
 }
 
 
