@@ -26,7 +26,9 @@ Z95 = 1.959963984540054  # two-sided 95% normal quantile
 ALGORITHM_COLOURS = {"ols": "black", "least squares": "black", "ridge": "tab:brown", "bayes_ridge": "tab:brown",
                      "zero": "tab:gray", "gd": "tab:green", "newton": "tab:purple", "gd_plus_plus": "tab:olive",
                      "averaging": "tab:pink", "3-nn": "tab:cyan", "pool_posterior": "tab:red",
-                     "mixture_posterior": "tab:red"}
+                     "mixture_posterior": "tab:red", "bayes_mixture": "tab:red", "knn": "tab:cyan",
+                     "knn_distance": "darkcyan", "lasso": "sienna", "tree": "darkgreen", "deep_tree": "yellowgreen",
+                     "boosting": "teal", "nn_gd": "magenta", "logistic": "indigo", "logistic_mean": "slateblue"}
 MODEL_COLOURS = ("tab:blue", "tab:orange", "tab:red", "tab:olive", "navy", "darkgoldenrod")
 ITERATION_STYLES = ("-", "--", ":", "-.")
 
