@@ -53,6 +53,8 @@ def short_label(config) -> str:
     says the rest)."""
     m, t = config.model, config.train
     layers = f"{m.n_layers} layer{'s' if m.n_layers != 1 else ''}"
+    if m.n_loops > 1:  # a looped model: "1 layer x 8 loops"
+        layers += f" x {m.n_loops} loops"
     return f"{m.attention}, {layers}, {config.task.format} tokens, seed {t.seed}"
 
 

@@ -469,7 +469,9 @@ class RunConfig:
     def shape_text(self) -> str:
         """The batch's shape in a few words (``ttb sweep --dry-run``)."""
         m, t = self.model, self.train
-        return f"L={m.n_layers} D={m.d_model} H={m.n_heads} T={self.task.n_tokens} B={t.batch_size} steps={t.steps}"
+        loops = f" b={m.n_loops}" if m.n_loops > 1 else ""
+        return (f"L={m.n_layers}{loops} D={m.d_model} H={m.n_heads} T={self.task.n_tokens} B={t.batch_size} "
+                f"steps={t.steps}")
 
     def group_key(self) -> str:
         """Runs with equal keys can train in one batch (see the module docstring)."""

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from constructions.model import forward, init
+from experiments.analysis.runs import short_label
 from experiments.common.validate import ConfigError
 from experiments.training.config import RunConfig
 from experiments.training.optim import FlatSpec
@@ -204,3 +205,10 @@ def test_a_short_looped_training_run_lowers_the_evaluation_error():
     state = trainer.fit(state)
     assert trainer.problem.evaluate(state.theta)[0]["eval_mse"] < 0.85 * before
     assert state.metrics[0][-1]["n_loops"] == 3
+
+
+def test_a_looped_runs_label_and_batch_shape_name_its_loops():
+    looped = RunConfig.from_dict({"task": {"d": 2, "n_points": 3}, "model": {"n_layers": 1, "n_loops": 4}})
+    plain = RunConfig.from_dict({"task": {"d": 2, "n_points": 3}, "model": {"n_layers": 1}})
+    assert "1 layer x 4 loops" in short_label(looped) and "loops" not in short_label(plain)
+    assert "L=1 b=4 " in looped.shape_text() and " b=" not in plain.shape_text()
