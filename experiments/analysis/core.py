@@ -144,6 +144,11 @@ def layer_states(learner: Learner, x: Tensor, y: Tensor, x_query: Tensor) -> tup
     return h, read
 
 
+def query_nmse(pred: Tensor, p: Prompts) -> float:
+    """Squared error of predictions ``pred`` (B,) at the queries, averaged over prompts, over d."""
+    return float((pred - p.y_query).pow(2).mean() / p.d)
+
+
 def layer_predictions(learner: Learner, p: Prompts) -> Tensor:
     """The model's own readout applied to every layer's residual at the query: (L+1, B)."""
     return layer_states(learner, p.x, p.y, p.x_query)[1]

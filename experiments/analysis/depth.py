@@ -39,7 +39,7 @@ from torch.nn import functional as F
 from constructions import model as M
 from constructions.icl import gd as gd_construction
 from experiments.analysis import references
-from experiments.analysis.core import Learner, Prompts, frame, tokens
+from experiments.analysis.core import Learner, Prompts, frame, query_nmse, tokens
 
 COMPONENTS = ("attn", "mlp", "block")
 TINY = 1e-300  # guards a division by a norm that is exactly zero (an all-zero stream)
@@ -64,10 +64,6 @@ def predictions(learner: Learner, p: Prompts, hooks: dict | None = None) -> Tens
     """The model's prediction at the query token, (B,), optionally under forward ``hooks``."""
     out = M.forward(learner.cfg, learner.weights, tokens(learner.format, p.x, p.y, p.x_query), hooks=hooks)
     return out.out[0, :, -1, 0]
-
-
-def _nmse(pred: Tensor, p: Prompts) -> float:
-    return float((pred - p.y_query).pow(2).mean() / p.d)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,7 +140,7 @@ def skip_effects(learner: Learner, p: Prompts) -> pd.DataFrame:
     for layer, pred in enumerate(skipped):
         rows.append({**base, "layer": layer, "metric": "skip_prediction_change",
                      "value": float((pred - full).pow(2).mean() / p.d)})
-        rows.append({**base, "layer": layer, "metric": "skip_delta_nmse", "value": _nmse(pred, p) - _nmse(full, p)})
+        rows.append({**base, "layer": layer, "metric": "skip_delta_nmse", "value": query_nmse(pred, p) - query_nmse(full, p)})
     return frame(rows)
 
 

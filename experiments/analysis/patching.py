@@ -42,7 +42,7 @@ from torch import Tensor
 
 from constructions import model as M
 from experiments.analysis import depth, interp
-from experiments.analysis.core import Learner, Prompts, frame, tokens
+from experiments.analysis.core import Learner, Prompts, frame, query_nmse, tokens
 
 SITES = ("resid_pre", "attn_out", "mlp_out", "resid_post", "z")
 POSITIONS = ("query", "examples", "all")
@@ -147,7 +147,7 @@ def patching(source: Learner, target: Learner, p: Prompts, *, sites=SITES, posit
             at = {**base, "layer": layer, "site": site, "positions": where, "head": head}
             rows += [{**at, "metric": "gap_closed", "value": gap_closed(y, y_target, y_source)},
                      {**at, "metric": "prediction_change", "value": float((y - y_target).pow(2).mean() / p.d)},
-                     {**at, "metric": "delta_nmse", "value": depth._nmse(y, p) - depth._nmse(y_target, p)}]
+                     {**at, "metric": "delta_nmse", "value": query_nmse(y, p) - query_nmse(y_target, p)}]
     out = frame(rows, extra=EXTRA)
     out["head"] = pd.array([None if pd.isna(h) else int(h) for h in out["head"]], dtype="Int64")
     return out
